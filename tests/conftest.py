@@ -1,0 +1,40 @@
+"""Shared test setup: offline, one torch thread, outputs into a temporary runs folder."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "speechocean762-adults"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # the profile/environment tests do not need torch
+        pass
+
+
+@pytest.fixture
+def tmp_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ``spkadv.config.runs_root()`` at a temporary folder."""
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("SPKADV_RUNS", str(runs))
+    return runs
+
+
+@pytest.fixture
+def shared_corpus() -> Path:
+    """The real-speech corpus beside the project; tests using it skip when it is absent."""
+    if not (SHARED_DATA / "manifest.tsv").exists():
+        pytest.skip(f"{SHARED_DATA} not present")
+    return SHARED_DATA
