@@ -1,0 +1,54 @@
+# spkadv: make setup | reproduce [PROFILE=default] | test | lab | bench | lint
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= default
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := flite ffmpeg espeak-ng
+
+.PHONY: setup reproduce test test-lib test-notebooks lab bench lint clean-runs
+
+$(STAMP): requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11 ...)"; exit 1; }
+	@missing=""; for pkg in $(DEBIAN_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
+	      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+	  else \
+	    echo "warning: missing Debian packages:$$missing"; \
+	    echo "  run: sudo apt-get install -y$$missing"; \
+	  fi; \
+	fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (spkadv)" >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)  ## venv, pinned packages, Debian packages, offline model assets
+	$(PY) -m spkadv.assets fetch --profile default
+
+reproduce: setup  ## the whole paper on PROFILE (default: the embedded offline default)
+	$(PY) -m spkadv.pipeline --profile $(PROFILE)
+
+test: setup test-lib test-notebooks  ## library tests + every notebook through nbval (smoke defaults)
+
+test-lib: $(STAMP)
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest tests
+
+test-notebooks: $(STAMP)
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+lab: setup  ## JupyterLab on the notebooks with the project's kernel
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+bench: setup  ## benchmarks: figures printed and written to runs/bench/
+	$(PY) -m benchmarks.run_all
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lib tests benchmarks
+	$(VENV)/bin/ruff format --check lib tests benchmarks

@@ -1,0 +1,102 @@
+"""The paper's loss functions, eqs. 2-9.
+
+Choices where the paper is silent (*assumptions*, recorded in the notebooks):
+
+- ‖·‖₂ is the plain Euclidean norm (not squared) of each utterance's vector, as written;
+  ``norm="rms"`` divides it by sqrt(samples), which makes the terms independent of crop length.
+- Every term is computed per utterance and averaged over the batch.
+- Gradients of every term reach both modules in joint training (L_rpt also shapes F_P).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+NORMS = ("l2", "rms")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Weights of eqs. 3, 4, 8, 9 (defaults: the paper's Sec. 5.1)."""
+
+    alpha: float = 0.01  # eq. 3: mask-norm weight inside L_quality
+    beta: float = 0.007  # eq. 4: L_quality weight inside L_SSED
+    gamma: float = 0.8  # eq. 8: L_noise weight inside L_rpt
+    theta: float = 0.06  # eq. 9: L_rpt weight inside L
+    norm: str = "l2"  # l2 (paper) | rms (l2 / sqrt(samples))
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta", "gamma", "theta"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"loss weight {name}={value} must lie in [0, 1]")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r}; choose one of {NORMS}")
+
+
+def vector_norm(v: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Per-utterance ‖v‖₂ over the last axis ([B, T] -> [B]); ``rms`` divides by sqrt(T)."""
+    out = torch.linalg.vector_norm(v, dim=-1)
+    return out / math.sqrt(v.shape[-1]) if norm == "rms" else out
+
+
+def angular_loss(z: torch.Tensor, z_adv: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: cosine similarity of clean and adversarial embeddings (minimised), batch mean."""
+    return F.cosine_similarity(z, z_adv, dim=-1).mean()
+
+
+def quality_loss(x: torch.Tensor, x_adv: torch.Tensor, m: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    """Eq. 3: (1-α)‖x'-x‖₂ + α‖m‖₂, batch mean."""
+    return ((1 - w.alpha) * vector_norm(x_adv - x, w.norm) + w.alpha * vector_norm(m, w.norm)).mean()
+
+
+def ssed_loss(l_angular: torch.Tensor, l_quality: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    """Eq. 4: (1-β)L_angular + βL_quality."""
+    return (1 - w.beta) * l_angular + w.beta * l_quality
+
+
+def noise_loss(n: torch.Tensor, n_rev: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    """Eq. 6: ‖n + n'‖₂, batch mean."""
+    return vector_norm(n + n_rev, w.norm).mean()
+
+
+def mask_loss(m: torch.Tensor, m_rev: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    """Eq. 7: ‖m - m'‖₂, batch mean."""
+    return vector_norm(m - m_rev, w.norm).mean()
+
+
+def rpt_loss(l_mask: torch.Tensor, l_noise: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    """Eq. 8: (1-γ)L_mask + γL_noise."""
+    return (1 - w.gamma) * l_mask + w.gamma * l_noise
+
+
+def joint_loss(l_ssed: torch.Tensor, l_rpt: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    """Eq. 9: (1-θ)L_SSED + θL_rpt."""
+    return (1 - w.theta) * l_ssed + w.theta * l_rpt
+
+
+def compute_losses(
+    z: torch.Tensor,
+    z_adv: torch.Tensor,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    n: torch.Tensor,
+    m: torch.Tensor,
+    w: LossWeights,
+    n_rev: torch.Tensor | None = None,
+    m_rev: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """All terms; ``total`` is L_SSED (eq. 4) or, given n' and m', L (eq. 9)."""
+    terms = {"angular": angular_loss(z, z_adv), "quality": quality_loss(x, x_adv, m, w)}
+    terms["ssed"] = ssed_loss(terms["angular"], terms["quality"], w)
+    terms["total"] = terms["ssed"]
+    if n_rev is not None and m_rev is not None:
+        terms["noise"] = noise_loss(n, n_rev, w)
+        terms["mask"] = mask_loss(m, m_rev, w)
+        terms["rpt"] = rpt_loss(terms["mask"], terms["noise"], w)
+        terms["total"] = joint_loss(terms["ssed"], terms["rpt"], w)
+    return terms

@@ -1,0 +1,244 @@
+"""The SSED perturbation generator F_P and the removal module F_R (paper Fig. 2-3, eq. 1 and 5).
+
+No code was published for SSED; this is a 1-D port of SSAE's generator (REFERENCE §2), with
+every open choice a field of :class:`SSEDConfig` (*assumptions*, recorded in the notebooks):
+
+- encoder: conv k7 (``width`` channels) → ReLU, then ``stages`` stride-2 convs k3 (width doubling,
+  capped at ``4 * width``), then ``res_blocks`` dilated residual blocks (dilation 1, 3, 9, ...);
+- two decoders of the same shape with separate weights: ``stages`` × (nearest ×2 up-sampling →
+  conv k3 → ReLU), then conv k7 → one channel. The noise decoder ends in tanh (``|n| < 1``), the
+  saliency-map decoder in the mask normaliser (``m`` in [0, 1]);
+- ``delta = eps * n ⊙ m`` (eq. 1); with ``level_scaled`` the mask is further multiplied by the local
+  RMS level of the input (an extension: the perturbation then follows the speech level, so SNR is
+  bounded below by about ``-20·log10(eps)`` dB, and ``|delta| <= eps`` still holds).
+
+The default is *local*: no instance norm and a pointwise mask normaliser (sigmoid or (tanh+1)/2), so
+each output sample depends only on the input within :attr:`NoiseMaskGenerator.receptive_field`
+samples. Chunked processing (``spkadv.protect``) then reproduces whole-file processing exactly. The
+SSAE options ``mask_norm="minmax"`` (per-utterance min-max) and ``norm="instance"`` use statistics of
+the whole signal and break exact chunking; ``norm="batch"`` is local in eval mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MASK_NORMALISERS = ("sigmoid", "tanh01", "minmax")
+NORMS = ("none", "batch", "instance")
+
+
+@dataclasses.dataclass(frozen=True)
+class SSEDConfig:
+    """Architecture of one noise&mask generator (F_P or F_R). All fields are primitives."""
+
+    width: int = 16  # channels after the first conv
+    stages: int = 3  # stride-2 down-sampling stages (and as many up-sampling stages)
+    res_blocks: int = 3  # dilated residual blocks at the bottleneck
+    dilation_base: int = 3  # residual block i has dilation dilation_base**i
+    spectral_norm: bool = False  # spectral normalisation on every convolution (SSAE)
+    mask_norm: str = "sigmoid"  # sigmoid | tanh01 | minmax (SSAE; breaks exact chunking)
+    norm: str = "none"  # none | batch | instance (instance breaks exact chunking)
+    level_scaled: bool = False  # multiply the mask by the local RMS level of the input
+    level_window: int = 801  # samples of the moving RMS window (odd)
+    level_floor: float = 1.0e-3  # RMS floor, so that silence still gets a small perturbation
+
+    def __post_init__(self) -> None:
+        if self.mask_norm not in MASK_NORMALISERS:
+            raise ValueError(f"mask_norm={self.mask_norm!r}; choose one of {MASK_NORMALISERS}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r}; choose one of {NORMS}")
+        if self.width < 1 or self.stages < 0 or self.res_blocks < 0:
+            raise ValueError(f"invalid sizes in {self}")
+        if self.level_window < 1 or self.level_window % 2 == 0:
+            raise ValueError(f"level_window must be a positive odd number, got {self.level_window}")
+
+    @property
+    def is_local(self) -> bool:
+        """True when outputs depend only on the input within the receptive field."""
+        return self.mask_norm != "minmax" and self.norm != "instance"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SSEDConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SSEDConfig field(s) {sorted(unknown)}")
+        return cls(**data)
+
+
+def _conv(cfg: SSEDConfig, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Module:
+    conv = nn.Conv1d(cin, cout, kernel, stride=stride, padding=dilation * (kernel - 1) // 2, dilation=dilation)
+    if cfg.spectral_norm:
+        conv = nn.utils.parametrizations.spectral_norm(conv)
+    return conv
+
+
+def _norm(cfg: SSEDConfig, channels: int) -> nn.Module:
+    if cfg.norm == "batch":
+        return nn.BatchNorm1d(channels)
+    if cfg.norm == "instance":
+        return nn.InstanceNorm1d(channels, affine=True)
+    return nn.Identity()
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, cfg: SSEDConfig, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(cfg, channels, channels, 3, dilation=dilation),
+            _norm(cfg, channels),
+            nn.ReLU(),
+            _conv(cfg, channels, channels, 3),
+            _norm(cfg, channels),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.body(h)
+
+
+def _widths(cfg: SSEDConfig) -> list[int]:
+    return [cfg.width * 2 ** min(s, 2) for s in range(cfg.stages + 1)]
+
+
+class _Decoder(nn.Module):
+    def __init__(self, cfg: SSEDConfig) -> None:
+        super().__init__()
+        widths = _widths(cfg)
+        layers: list[nn.Module] = []
+        for s in range(cfg.stages, 0, -1):
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                _conv(cfg, widths[s], widths[s - 1], 3),
+                _norm(cfg, widths[s - 1]),
+                nn.ReLU(),
+            ]
+        layers.append(_conv(cfg, widths[0], 1, 7))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+def local_level(x: torch.Tensor, window: int, floor: float) -> torch.Tensor:
+    """Moving RMS of ``x`` [B, T] over ``window`` samples (zero padded), floored, capped at 1."""
+    power = F.avg_pool1d(x.unsqueeze(1).pow(2), window, stride=1, padding=window // 2, count_include_pad=True)
+    return torch.sqrt(power.squeeze(1) + floor**2).clamp(max=1.0)
+
+
+class NoiseMaskGenerator(nn.Module):
+    """Encoder E + noise decoder G_N + saliency-map decoder G_M (+ normaliser): x -> (n, m)."""
+
+    def __init__(self, config: SSEDConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or SSEDConfig()
+        widths = _widths(cfg)
+        enc: list[nn.Module] = [_conv(cfg, 1, widths[0], 7), _norm(cfg, widths[0]), nn.ReLU()]
+        for s in range(cfg.stages):
+            enc += [_conv(cfg, widths[s], widths[s + 1], 3, stride=2), _norm(cfg, widths[s + 1]), nn.ReLU()]
+        enc += [_ResBlock(cfg, widths[-1], cfg.dilation_base**i) for i in range(cfg.res_blocks)]
+        self.encoder = nn.Sequential(*enc)
+        self.noise_decoder = _Decoder(cfg)
+        self.mask_decoder = _Decoder(cfg)
+
+    @property
+    def alignment(self) -> int:
+        """Chunk starts must be multiples of this (2 ** stages) for exact chunked processing."""
+        return 2**self.config.stages
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples of context on each side that can influence one output sample (upper bound)."""
+        cfg = self.config
+        radius, jump = 3, 1  # first conv k7
+        for _ in range(cfg.stages):  # stride-2 conv k3
+            radius += jump
+            jump *= 2
+        radius += jump  # rounding of the stride-2 grid
+        for i in range(cfg.res_blocks):
+            radius += jump * (cfg.dilation_base**i + 1)
+        for _ in range(cfg.stages):  # nearest x2 (rounding) + conv k3 at the finer rate
+            radius += jump
+            jump //= 2
+            radius += jump
+        radius += 3  # last conv k7
+        if cfg.level_scaled:
+            radius = max(radius, cfg.level_window // 2)
+        return radius
+
+    def forward(self, x: torch.Tensor, use_mask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map waveforms [B, T] to noise n (tanh, [B, T]) and mask m ([0, 1], [B, T]).
+
+        ``use_mask=False`` replaces the saliency map by ones (SSAE's first training stage).
+        """
+        if x.ndim != 2:
+            raise ValueError(f"expected waveforms of shape [batch, samples], got {tuple(x.shape)}")
+        length = x.shape[-1]
+        pad = (-length) % self.alignment
+        h = self.encoder(F.pad(x, (0, pad)).unsqueeze(1))
+        n = torch.tanh(self.noise_decoder(h)).squeeze(1)[..., :length]
+        raw = self.mask_decoder(h).squeeze(1)[..., :length]
+        if not use_mask:
+            m = torch.ones_like(raw)
+        elif self.config.mask_norm == "sigmoid":
+            m = torch.sigmoid(raw)
+        elif self.config.mask_norm == "tanh01":
+            m = (torch.tanh(raw) + 1) / 2
+        else:  # SSAE: per-utterance min-max of tanh
+            t = torch.tanh(raw)
+            lo, hi = t.amin(-1, keepdim=True), t.amax(-1, keepdim=True)
+            m = (t - lo) / (hi - lo + 1e-8)
+        if self.config.level_scaled:
+            m = m * local_level(x, self.config.level_window, self.config.level_floor)
+        return n, m
+
+
+class SSEDGenerator(NoiseMaskGenerator):
+    """F_P: generates the adversarial perturbation delta = eps * n ⊙ m (eq. 1)."""
+
+    def perturbation(self, x: torch.Tensor, eps: float, use_mask: bool = True) -> torch.Tensor:
+        n, m = self(x, use_mask=use_mask)
+        return eps * n * m
+
+
+class RemovalModule(NoiseMaskGenerator):
+    """F_R: predicts n' (target -n) and m' (target m) from x'; x̂ = x' + eps * n' ⊙ m' (eq. 5)."""
+
+    def restore(self, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
+        n, m = self(x_adv)
+        return x_adv + eps * n * m
+
+
+class RandomConvEncoder(nn.Module):
+    """A tiny random convolutional "speaker encoder" with ``.embed``: a fast stand-in for tests and
+    plumbing checks only (it knows nothing about speakers). Frozen, like the real encoders."""
+
+    def __init__(self, dim: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.name, self.dim = "random-conv", dim
+        self.conv1 = nn.Conv1d(1, 8, 64, stride=16)
+        self.conv2 = nn.Conv1d(8, dim, 5, stride=2)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=generator) / math.sqrt(max(1, p[0].numel()))
+            p.requires_grad_(False)
+        self.eval()
+
+    def embed(self, waves: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv1(waves.unsqueeze(1)))
+        return self.conv2(h).mean(-1)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        return self.embed(waves)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

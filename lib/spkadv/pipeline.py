@@ -1,0 +1,254 @@
+"""Run the numbered notebooks in order with papermill: ``python -m spkadv.pipeline --profile NAME``.
+
+Each stage writes under ``runs/<profile>/<stem>/``; a stage whose last run succeeded with the same
+parameters is skipped (so an interrupted rerun resumes) unless ``--force``. Once a stage runs,
+the stages after it run too, since they read its outputs. ``runs/<profile>/summary.json`` records
+per stage the status, the seconds it took and the metrics its notebook wrote. A lock file refuses
+a second pipeline on the same profile while one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spkadv import config
+from spkadv.fileio import read_json, write_json
+
+STAGE_RECORD = ".stage.json"
+KERNEL = "python3"
+
+
+class PipelineError(RuntimeError):
+    """The pipeline cannot start or a stage failed."""
+
+
+@dataclass
+class Stage:
+    stem: str
+    notebook: Path
+    declared: dict[str, Any]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def params_hash(self) -> str:
+        blob = json.dumps(self.parameters, sort_keys=True, default=str).encode()
+        digest = hashlib.sha256(blob)
+        digest.update(self.notebook.read_bytes())
+        return digest.hexdigest()[:16]
+
+
+def discover(notebooks: Path) -> list[Path]:
+    """The pipeline's notebooks: ``NN_name.ipynb`` sorted by number."""
+    found = sorted(p for p in notebooks.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise PipelineError(f"no notebooks named NN_name.ipynb in {notebooks}")
+    return found
+
+
+def select(stems: list[str], only: Sequence[str] | None, start: str | None) -> list[str]:
+    """Stages to consider, from ``--only`` (repeatable) or ``--from`` (a stem or its number)."""
+
+    def resolve(name: str) -> str:
+        name = Path(name).stem
+        matches = [s for s in stems if s == name or s.split("_", 1)[0] == name]
+        if not matches:
+            raise PipelineError(f"unknown notebook {name!r}; known: {', '.join(stems)}")
+        return matches[0]
+
+    if only:
+        wanted = {resolve(n) for n in only}
+        return [s for s in stems if s in wanted]
+    if start:
+        first = stems.index(resolve(start))
+        return stems[first:]
+    return list(stems)
+
+
+def plan(profile: str, notebooks: Path, only=None, start=None) -> list[Stage]:
+    """Build the stages with the profile keys each notebook declares (plus ``PROFILE``)."""
+    values = config.load_profile(profile)
+    profile_name = Path(profile).stem
+    paths = discover(notebooks)
+    stems = [p.stem for p in paths]
+    chosen = set(select(stems, only, start))
+    stages = []
+    for path in paths:
+        if path.stem not in chosen:
+            continue
+        declared = config.notebook_parameters(path)
+        params = {k: v for k, v in values.items() if k in declared}
+        params["PROFILE"] = profile_name
+        stages.append(Stage(path.stem, path, declared, params))
+    undeclared = sorted(set(values) - {k for s in stages for k in s.declared})
+    if undeclared and not (only or start):
+        raise PipelineError(
+            f"profile {profile_name!r} holds keys no notebook declares: {', '.join(undeclared)}"
+        )
+    return stages
+
+
+def is_complete(stage_path: Path, params_hash: str) -> bool:
+    record = stage_path / STAGE_RECORD
+    if not record.exists() or not (stage_path / "metrics.json").exists():
+        return False
+    try:
+        data = read_json(record)
+    except (OSError, ValueError):
+        return False
+    return data.get("status") == "ok" and data.get("params_hash") == params_hash
+
+
+class ProfileLock:
+    """An exclusive, non-blocking lock on ``runs/<profile>/.pipeline.lock``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.handle = None
+
+    def __enter__(self) -> ProfileLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            raise PipelineError(
+                f"another pipeline is running on this profile (lock {self.path}, held by pid {holder}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _run_stage(stage: Stage, out_dir: Path, progress: bool) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / f"{stage.stem}.ipynb"
+    partial = out_dir / f"{stage.stem}.running.ipynb"
+    with open(out_dir / "log.txt", "w", encoding="utf-8") as log:
+        try:
+            papermill.execute_notebook(
+                str(stage.notebook),
+                str(partial),
+                parameters=stage.parameters,
+                kernel_name=KERNEL,
+                cwd=str(stage.notebook.parent),
+                progress_bar=progress,
+                log_output=True,
+                stdout_file=log,
+                stderr_file=log,
+            )
+        except PapermillExecutionError as err:
+            failed = out_dir / f"{stage.stem}.failed.ipynb"
+            os.replace(partial, failed)
+            raise PipelineError(
+                f"stage {stage.stem} failed in cell {err.cell_index} of the executed notebook "
+                f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
+                f"  cell starts: {err.source.strip().splitlines()[0] if err.source.strip() else ''}\n"
+                f"  executed notebook: {failed}\n  log: {out_dir / 'log.txt'}"
+            ) from None
+    os.replace(partial, executed)
+
+
+def run(
+    profile: str,
+    only: Sequence[str] | None = None,
+    start: str | None = None,
+    force: bool = False,
+    notebooks: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the pipeline and return the summary (also written to ``runs/<profile>/summary.json``)."""
+    notebooks = notebooks or config.notebooks_dir()
+    stages = plan(profile, notebooks, only, start)
+    profile_name = Path(profile).stem
+    root = config.runs_root() / profile_name
+    summary_path = root / "summary.json"
+    with ProfileLock(root / ".pipeline.lock"):
+        summary = read_json(summary_path) if summary_path.exists() else {}
+        summary.update(profile=profile_name, stages=summary.get("stages", {}))
+        rerun_rest = force
+        for number, stage in enumerate(stages, 1):
+            out_dir = config.stage_dir(profile_name, stage.stem)
+            digest = stage.params_hash()
+            head = f"[{number}/{len(stages)}] {stage.stem}"
+            entry = summary["stages"].get(stage.stem, {})
+            if not rerun_rest and is_complete(out_dir, digest):
+                print(f"{head}: complete, skipped (use --force to rerun)", flush=True)
+                entry["status"] = "skipped"
+            else:
+                rerun_rest = True  # later stages read this one's outputs
+                print(f"{head}: running with {stage.parameters}", flush=True)
+                (out_dir / STAGE_RECORD).unlink(missing_ok=True)
+                began = time.monotonic()
+                try:
+                    _run_stage(stage, out_dir, progress)
+                except (PipelineError, KeyboardInterrupt) as err:
+                    entry.update(status="failed", seconds=round(time.monotonic() - began, 1))
+                    entry["error"] = str(err) if isinstance(err, PipelineError) else "interrupted"
+                    summary["stages"][stage.stem] = entry
+                    write_json(summary_path, summary)
+                    raise
+                seconds = round(time.monotonic() - began, 1)
+                write_json(out_dir / STAGE_RECORD, {"status": "ok", "params_hash": digest, "seconds": seconds})
+                entry = {"status": "ok", "seconds": seconds}
+                print(f"{head}: done in {seconds / 60:.1f} min", flush=True)
+            entry["metrics"] = config.read_metrics(profile_name, stage.stem)
+            entry.setdefault("seconds", read_json(out_dir / STAGE_RECORD).get("seconds"))
+            entry.pop("error", None)
+            summary["stages"][stage.stem] = entry
+            write_json(summary_path, summary)
+        summary["total_minutes"] = round(
+            sum(s.get("seconds") or 0 for s in summary["stages"].values()) / 60, 2
+        )
+        write_json(summary_path, summary)
+    print(f"summary: {summary_path}", flush=True)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spkadv.pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="default", help="params/<NAME>.yaml or a YAML path")
+    parser.add_argument("--only", action="append", metavar="NB", help="run only this notebook (stem or number); repeatable")
+    parser.add_argument("--from", dest="start", metavar="NB", help="start at this notebook (stem or number)")
+    parser.add_argument("--force", action="store_true", help="rerun stages even when complete")
+    parser.add_argument("--notebooks", type=Path, help="notebook folder (default: the repository's notebooks/)")
+    args = parser.parse_args(argv)
+    if args.only and args.start:
+        parser.error("use either --only or --from, not both")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    try:
+        run(args.profile, args.only, args.start, args.force, args.notebooks, progress=not os.environ.get("TQDM_DISABLE"))
+    except (PipelineError, config.ProfileError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The papermill orchestrator on tiny stand-in notebooks: order, resume, failure, lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spkadv import pipeline
+from spkadv.fileio import read_json
+
+STAGE_CODE = """
+from spkadv.config import stage_dir, write_metrics
+import os, time
+out = stage_dir(PROFILE, "{stem}")
+(out / "ran.txt").open("a").write("x")
+time.sleep(float(os.environ.get("SLOW_STAGE_{stem}", "0")))
+if FAIL:
+    raise ValueError("boom in {stem}")
+write_metrics(PROFILE, "{stem}", {{"value": VALUE}})
+"""
+
+
+def make_notebook(path: Path, stem: str) -> None:
+    params = 'PROFILE = "smoke"  # profile\nVALUE = 1  # a number\nFAIL = False  # fail on purpose\n'
+    nb = {
+        "cells": [
+            {"cell_type": "code", "id": "params", "metadata": {"tags": ["parameters"]}, "source": params,
+             "outputs": [], "execution_count": None},
+            {"cell_type": "code", "id": "work", "metadata": {}, "source": STAGE_CODE.format(stem=stem),
+             "outputs": [], "execution_count": None},
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb))
+
+
+@pytest.fixture
+def project(tmp_path: Path, tmp_runs: Path) -> dict:
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for stem in ("00_first", "10_second"):
+        make_notebook(notebooks / f"{stem}.ipynb", stem)
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text("VALUE: 7  # a number\n")
+    return {"notebooks": notebooks, "profile": profile, "runs": tmp_runs / "tiny"}
+
+
+def runs_of(project: dict, stem: str) -> int:
+    return len((project["runs"] / stem / "ran.txt").read_text())
+
+
+def test_runs_in_order_and_writes_summary(project):
+    summary = pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    assert list(summary["stages"]) == ["00_first", "10_second"]
+    assert all(s["status"] == "ok" for s in summary["stages"].values())
+    assert summary["stages"]["10_second"]["metrics"] == {"value": 7}
+    on_disk = read_json(project["runs"] / "summary.json")
+    assert on_disk["stages"]["00_first"]["seconds"] > 0
+    assert (project["runs"] / "00_first" / "00_first.ipynb").exists()
+
+
+def test_complete_stages_are_skipped_until_forced(project):
+    pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    summary = pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    assert {s["status"] for s in summary["stages"].values()} == {"skipped"}
+    assert runs_of(project, "00_first") == 1
+    pipeline.run(str(project["profile"]), only=["10"], force=True, notebooks=project["notebooks"], progress=False)
+    assert runs_of(project, "00_first") == 1 and runs_of(project, "10_second") == 2
+
+
+def test_changed_parameters_rerun_the_stage_and_those_after(project):
+    pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    project["profile"].write_text("VALUE: 8  # changed\n")
+    summary = pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    assert summary["stages"]["10_second"]["metrics"] == {"value": 8}
+    assert runs_of(project, "00_first") == 2
+
+
+def test_failure_names_stage_and_cell_and_keeps_earlier_outputs(project):
+    project["profile"].write_text("VALUE: 7  # a number\n# --- 10_second ---\n")
+    nb = project["notebooks"] / "10_second.ipynb"
+    data = json.loads(nb.read_text())
+    data["cells"][0]["source"] = data["cells"][0]["source"].replace("FAIL = False", "FAIL = True")
+    nb.write_text(json.dumps(data))
+    with pytest.raises(pipeline.PipelineError, match=r"10_second failed in cell 2 .*boom in 10_second"):
+        pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    summary = read_json(project["runs"] / "summary.json")
+    assert summary["stages"]["10_second"]["status"] == "failed"
+    assert summary["stages"]["00_first"]["status"] == "ok"
+    assert (project["runs"] / "00_first" / "metrics.json").exists()
+    assert (project["runs"] / "10_second" / "10_second.failed.ipynb").exists()
+
+
+def test_undeclared_profile_key_stops_before_running(project):
+    project["profile"].write_text("VALUE: 7  # ok\nVALEU: 3  # typo\n")
+    with pytest.raises(pipeline.PipelineError, match="VALEU"):
+        pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+
+
+def test_unknown_notebook_name_is_refused(project):
+    with pytest.raises(pipeline.PipelineError, match="unknown notebook"):
+        pipeline.run(str(project["profile"]), only=["99"], notebooks=project["notebooks"], progress=False)
+
+
+def test_second_pipeline_on_same_profile_is_refused(project):
+    lock = project["runs"] / ".pipeline.lock"
+    with pipeline.ProfileLock(lock):
+        with pytest.raises(pipeline.PipelineError, match="another pipeline is running"):
+            pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+
+
+def test_killed_run_resumes_without_redoing_finished_stages(project):
+    env = dict(os.environ, TQDM_DISABLE="1", SLOW_STAGE_10_second="120")
+    cmd = [sys.executable, "-m", "spkadv.pipeline", "--profile", str(project["profile"]),
+           "--notebooks", str(project["notebooks"])]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    marker = project["runs"] / "10_second" / "ran.txt"
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the second stage never started"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (project["runs"] / "10_second" / "metrics.json").exists()
+    summary = pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    assert summary["stages"]["00_first"]["status"] == "skipped"
+    assert summary["stages"]["10_second"]["status"] == "ok"
+    assert runs_of(project, "00_first") == 1 and runs_of(project, "10_second") == 2
