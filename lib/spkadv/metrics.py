@@ -64,7 +64,9 @@ def mos_lqo_to_raw_nb(mos: float) -> float:
     return float(min(max(raw, PESQ_RAW_MIN), PESQ_RAW_MAX))
 
 
-def _pesq_call(ref: np.ndarray, test: np.ndarray, sr: int, mode: str, rates: tuple[int, ...]) -> float:
+def _pesq_call(
+    ref: np.ndarray, test: np.ndarray, sr: int, mode: str, rates: tuple[int, ...]
+) -> float:
     from pesq import PesqError, pesq
 
     ref, test = _pair(ref, test, f"pesq ({mode})")
@@ -133,7 +135,9 @@ def f0_track(
     raise ValueError(f"unknown pitch extractor {extractor!r}; use 'praat', 'harvest' or 'dio'")
 
 
-def pitch_track_correlation(f0_a: np.ndarray, f0_b: np.ndarray, f0_min: float = 75.0, f0_max: float = 500.0) -> float:
+def pitch_track_correlation(
+    f0_a: np.ndarray, f0_b: np.ndarray, f0_min: float = 75.0, f0_max: float = 500.0
+) -> float:
     """Pearson correlation of two F0 tracks after the VoicePrivacy 2022 alignment.
 
     The shorter track is linearly interpolated to the longer one's length, values outside
@@ -186,23 +190,34 @@ def cosine_scores(enrol_emb: np.ndarray, test_emb: np.ndarray) -> np.ndarray:
     a = np.asarray(enrol_emb, dtype=np.float64)
     b = np.asarray(test_emb, dtype=np.float64)
     if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"cosine_scores: expected two [N, D] arrays of equal shape, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"cosine_scores: expected two [N, D] arrays of equal shape, got {a.shape} and {b.shape}"
+        )
     num = np.einsum("nd,nd->n", a, b)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return num / np.maximum(den, 1e-12)
 
 
-def _scores(target_scores: np.ndarray, nontarget_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _scores(
+    target_scores: np.ndarray, nontarget_scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     tar = np.asarray(target_scores, dtype=np.float64).ravel()
     non = np.asarray(nontarget_scores, dtype=np.float64).ravel()
     if tar.size == 0 or non.size == 0:
-        raise ValueError(f"need target and non-target scores, got {tar.size} target and {non.size} non-target")
+        raise ValueError(
+            f"need target and non-target scores, got {tar.size} target and {non.size} non-target"
+        )
     if not (np.isfinite(tar).all() and np.isfinite(non).all()):
         raise ValueError("scores hold NaN/Inf; check the embeddings (a silent or empty utterance?)")
     return tar, non
 
 
-def _roc_counts(tar: np.ndarray, non: np.ndarray, tar_w: np.ndarray | None = None, non_w: np.ndarray | None = None):
+def _roc_counts(
+    tar: np.ndarray,
+    non: np.ndarray,
+    tar_w: np.ndarray | None = None,
+    non_w: np.ndarray | None = None,
+):
     """Cumulative accepted target / non-target weights at each distinct threshold, high to low.
 
     Returns ``(cum_tar, cum_non)`` of shape ``[R, K+1]`` (row 0 of each curve is 'accept nothing')
@@ -301,7 +316,9 @@ def _bincount_rows(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=rows * n).reshape(rows, n)
 
 
-def det_curve(target_scores: np.ndarray, nontarget_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def det_curve(
+    target_scores: np.ndarray, nontarget_scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(false-acceptance rate, false-rejection rate) at every distinct threshold, as fractions."""
     tar, non = _scores(target_scores, nontarget_scores)
     cum_t, cum_n = _roc_counts(tar, non)
@@ -323,7 +340,9 @@ def min_dcf(
     return float(cost.min() / min(c_miss * p_target, c_fa * (1.0 - p_target)))
 
 
-def score_trials(trials, embeddings: dict[str, np.ndarray], enrol_embeddings: dict[str, np.ndarray] | None = None):
+def score_trials(
+    trials, embeddings: dict[str, np.ndarray], enrol_embeddings: dict[str, np.ndarray] | None = None
+):
     """Cosine score of every trial row (columns ``enrol``, ``test``) -> ``[N]`` array.
 
     Args:
@@ -332,10 +351,15 @@ def score_trials(trials, embeddings: dict[str, np.ndarray], enrol_embeddings: di
         enrol_embeddings: utt_id -> embedding on the enrolment side (default: ``embeddings``).
     """
     enrol_embeddings = embeddings if enrol_embeddings is None else enrol_embeddings
-    for side, table, ids in (("enrol", enrol_embeddings, trials["enrol"]), ("test", embeddings, trials["test"])):
+    for side, table, ids in (
+        ("enrol", enrol_embeddings, trials["enrol"]),
+        ("test", embeddings, trials["test"]),
+    ):
         missing = sorted(set(ids) - set(table))
         if missing:
-            raise KeyError(f"no {side} embedding for {len(missing)} utterance(s), e.g. {missing[:3]}")
+            raise KeyError(
+                f"no {side} embedding for {len(missing)} utterance(s), e.g. {missing[:3]}"
+            )
     enrol_ids = sorted(set(trials["enrol"]))
     test_ids = sorted(set(trials["test"]))
     enrol_mat = np.stack([enrol_embeddings[u] for u in enrol_ids])
