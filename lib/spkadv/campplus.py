@@ -57,7 +57,8 @@ class _ResBlock2d(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(channels, channels, 1, stride=(stride, 1), bias=False), nn.BatchNorm2d(channels)
+                nn.Conv2d(channels, channels, 1, stride=(stride, 1), bias=False),
+                nn.BatchNorm2d(channels),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,9 @@ class _TDNN(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, dilation: int = 1):
         super().__init__()
         padding = (kernel - 1) // 2 * dilation
-        self.linear = nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation, bias=False)
+        self.linear = nn.Conv1d(
+            c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation, bias=False
+        )
         self.nonlinear = _BNReLU(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +114,9 @@ class _CAM(nn.Module):
     def __init__(self, c_in: int, c_out: int, hidden: int, kernel: int, dilation: int):
         super().__init__()
         padding = (kernel - 1) // 2 * dilation
-        self.linear_local = nn.Conv1d(c_in, c_out, kernel, padding=padding, dilation=dilation, bias=False)
+        self.linear_local = nn.Conv1d(
+            c_in, c_out, kernel, padding=padding, dilation=dilation, bias=False
+        )
         self.linear1 = nn.Conv1d(c_in, hidden, 1)
         self.linear2 = nn.Conv1d(hidden, c_out, 1)
 
@@ -137,10 +142,14 @@ class _CAMDenseLayer(nn.Module):
 
 
 class _CAMDenseBlock(nn.ModuleDict):
-    def __init__(self, layers: int, c_in: int, growth: int, bottleneck: int, kernel: int, dilation: int):
+    def __init__(
+        self, layers: int, c_in: int, growth: int, bottleneck: int, kernel: int, dilation: int
+    ):
         super().__init__()
         for i in range(layers):
-            self[f"tdnnd{i + 1}"] = _CAMDenseLayer(c_in + i * growth, growth, bottleneck, kernel, dilation)
+            self[f"tdnnd{i + 1}"] = _CAMDenseLayer(
+                c_in + i * growth, growth, bottleneck, kernel, dilation
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.values():
@@ -191,7 +200,11 @@ class CAMPPlus(nn.Module):
         xvector.tdnn = _TDNN(self.head.out_channels, init_channels, 5, stride=2)
         channels = init_channels
         for i, (layers, kernel, dilation) in enumerate(blocks, start=1):
-            setattr(xvector, f"block{i}", _CAMDenseBlock(layers, channels, growth, bn_size * growth, kernel, dilation))
+            setattr(
+                xvector,
+                f"block{i}",
+                _CAMDenseBlock(layers, channels, growth, bn_size * growth, kernel, dilation),
+            )
             channels += layers * growth
             setattr(xvector, f"transit{i}", _Transit(channels, channels // 2))
             channels //= 2
