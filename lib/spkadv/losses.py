@@ -49,9 +49,13 @@ def angular_loss(z: torch.Tensor, z_adv: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(z, z_adv, dim=-1).mean()
 
 
-def quality_loss(x: torch.Tensor, x_adv: torch.Tensor, m: torch.Tensor, w: LossWeights) -> torch.Tensor:
+def quality_loss(
+    x: torch.Tensor, x_adv: torch.Tensor, m: torch.Tensor, w: LossWeights
+) -> torch.Tensor:
     """Eq. 3: (1-α)‖x'-x‖₂ + α‖m‖₂, batch mean."""
-    return ((1 - w.alpha) * vector_norm(x_adv - x, w.norm) + w.alpha * vector_norm(m, w.norm)).mean()
+    return (
+        (1 - w.alpha) * vector_norm(x_adv - x, w.norm) + w.alpha * vector_norm(m, w.norm)
+    ).mean()
 
 
 def ssed_loss(l_angular: torch.Tensor, l_quality: torch.Tensor, w: LossWeights) -> torch.Tensor:

@@ -22,7 +22,6 @@ the whole signal and break exact chunking; ``norm="batch"`` is local in eval mod
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
@@ -45,6 +44,7 @@ class SSEDConfig:
     mask_norm: str = "sigmoid"  # sigmoid | tanh01 | minmax (SSAE; breaks exact chunking)
     norm: str = "none"  # none | batch | instance (instance breaks exact chunking)
     level_scaled: bool = False  # multiply the mask by the local RMS level of the input
+    input_norm: bool = True  # divide the network's input by its local RMS level (scale invariance)
     level_window: int = 801  # samples of the moving RMS window (odd)
     level_floor: float = 1.0e-3  # RMS floor, so that silence still gets a small perturbation
 
@@ -75,8 +75,12 @@ class SSEDConfig:
         return cls(**data)
 
 
-def _conv(cfg: SSEDConfig, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Module:
-    conv = nn.Conv1d(cin, cout, kernel, stride=stride, padding=dilation * (kernel - 1) // 2, dilation=dilation)
+def _conv(
+    cfg: SSEDConfig, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1
+) -> nn.Module:
+    conv = nn.Conv1d(
+        cin, cout, kernel, stride=stride, padding=dilation * (kernel - 1) // 2, dilation=dilation
+    )
     if cfg.spectral_norm:
         conv = nn.utils.parametrizations.spectral_norm(conv)
     return conv
@@ -130,7 +134,9 @@ class _Decoder(nn.Module):
 
 def local_level(x: torch.Tensor, window: int, floor: float) -> torch.Tensor:
     """Moving RMS of ``x`` [B, T] over ``window`` samples (zero padded), floored, capped at 1."""
-    power = F.avg_pool1d(x.unsqueeze(1).pow(2), window, stride=1, padding=window // 2, count_include_pad=True)
+    power = F.avg_pool1d(
+        x.unsqueeze(1).pow(2), window, stride=1, padding=window // 2, count_include_pad=True
+    )
     return torch.sqrt(power.squeeze(1) + floor**2).clamp(max=1.0)
 
 
@@ -143,11 +149,21 @@ class NoiseMaskGenerator(nn.Module):
         widths = _widths(cfg)
         enc: list[nn.Module] = [_conv(cfg, 1, widths[0], 7), _norm(cfg, widths[0]), nn.ReLU()]
         for s in range(cfg.stages):
-            enc += [_conv(cfg, widths[s], widths[s + 1], 3, stride=2), _norm(cfg, widths[s + 1]), nn.ReLU()]
+            enc += [
+                _conv(cfg, widths[s], widths[s + 1], 3, stride=2),
+                _norm(cfg, widths[s + 1]),
+                nn.ReLU(),
+            ]
         enc += [_ResBlock(cfg, widths[-1], cfg.dilation_base**i) for i in range(cfg.res_blocks)]
         self.encoder = nn.Sequential(*enc)
         self.noise_decoder = _Decoder(cfg)
         self.mask_decoder = _Decoder(cfg)
+        for module in self.modules():  # He init keeps activations at unit scale without norm layers
+            if isinstance(module, nn.Conv1d) and module.out_channels > 1:  # not the output convs
+                weight = getattr(module, "parametrizations", None)
+                target = weight.weight.original if weight is not None else module.weight
+                nn.init.kaiming_normal_(target, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     @property
     def alignment(self) -> int:
@@ -170,7 +186,8 @@ class NoiseMaskGenerator(nn.Module):
             jump //= 2
             radius += jump
         radius += 3  # last conv k7
-        if cfg.level_scaled:
+        if cfg.level_scaled or cfg.input_norm:
+            radius += cfg.level_window // 2 if cfg.input_norm else 0
             radius = max(radius, cfg.level_window // 2)
         return radius
 
@@ -183,7 +200,11 @@ class NoiseMaskGenerator(nn.Module):
             raise ValueError(f"expected waveforms of shape [batch, samples], got {tuple(x.shape)}")
         length = x.shape[-1]
         pad = (-length) % self.alignment
-        h = self.encoder(F.pad(x, (0, pad)).unsqueeze(1))
+        level = None
+        if self.config.input_norm or self.config.level_scaled:
+            level = local_level(x, self.config.level_window, self.config.level_floor)
+        inp = x / level if self.config.input_norm else x
+        h = self.encoder(F.pad(inp, (0, pad)).unsqueeze(1))
         n = torch.tanh(self.noise_decoder(h)).squeeze(1)[..., :length]
         raw = self.mask_decoder(h).squeeze(1)[..., :length]
         if not use_mask:
@@ -197,7 +218,7 @@ class NoiseMaskGenerator(nn.Module):
             lo, hi = t.amin(-1, keepdim=True), t.amax(-1, keepdim=True)
             m = (t - lo) / (hi - lo + 1e-8)
         if self.config.level_scaled:
-            m = m * local_level(x, self.config.level_window, self.config.level_floor)
+            m = m * level
         return n, m
 
 
@@ -218,23 +239,26 @@ class RemovalModule(NoiseMaskGenerator):
 
 
 class RandomConvEncoder(nn.Module):
-    """A tiny random convolutional "speaker encoder" with ``.embed``: a fast stand-in for tests and
-    plumbing checks only (it knows nothing about speakers). Frozen, like the real encoders."""
+    """A tiny random "speaker encoder" with ``.embed``: random filter bank → log band energies →
+    mean-removed → random projection. A fast stand-in for tests and plumbing checks only (it knows
+    nothing about speakers, but its embedding depends on the spectral shape). Frozen."""
 
-    def __init__(self, dim: int = 16, seed: int = 0) -> None:
+    def __init__(self, dim: int = 16, bands: int = 16, seed: int = 0) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.name, self.dim = "random-conv", dim
-        self.conv1 = nn.Conv1d(1, 8, 64, stride=16)
-        self.conv2 = nn.Conv1d(8, dim, 5, stride=2)
-        for p in self.parameters():
-            p.data = torch.randn(p.shape, generator=generator) / math.sqrt(max(1, p[0].numel()))
-            p.requires_grad_(False)
+        self.filters = nn.Parameter(
+            torch.randn(bands, 1, 64, generator=generator) / 8, requires_grad=False
+        )
+        self.projection = nn.Parameter(
+            torch.randn(bands, dim, generator=generator), requires_grad=False
+        )
         self.eval()
 
     def embed(self, waves: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv1(waves.unsqueeze(1)))
-        return self.conv2(h).mean(-1)
+        h = F.conv1d(waves.unsqueeze(1), self.filters, stride=16)
+        energy = torch.log(h.pow(2).mean(-1) + 1e-6)
+        return (energy - energy.mean(-1, keepdim=True)) @ self.projection
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         return self.embed(waves)

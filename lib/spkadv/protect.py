@@ -1,0 +1,298 @@
+"""Protect / restore waveforms of any length with a trained model, and the model file format.
+
+Model file (``model.pt``): a plain dict of tensors and primitives, loaded with
+``torch.load(weights_only=True)`` so that opening it never executes code::
+
+    {"format": "spkadv-protection-model", "version": 1, "config": {...SSEDConfig...}, "eps": 0.05,
+     "generator": {state dict of F_P}, "removal": {state dict of F_R, or empty}, "meta": {...},
+     "fingerprint": sha256 hex over config, eps and both state dicts}
+
+The fingerprint identifies the model: ``spkadv protect`` writes it beside each protected file and
+``spkadv restore`` refuses a file protected by another model.
+
+Chunked processing: the signal is cut into blocks of ``chunk_seconds``; each block is processed
+with ``overlap`` samples of context on both sides (the receptive field rounded up to the model's
+2**stages alignment) and only its centre is kept. For a local model (the default configuration)
+the result equals whole-signal processing up to float rounding, with memory bounded by the block
+size. Models with per-utterance statistics (``mask_norm="minmax"``, ``norm="instance"``) are not
+local: chunking changes their output, so they are run on the whole signal at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spkadv import SAMPLE_RATE
+from spkadv.fileio import atomic_path, read_json, write_json
+from spkadv.models import NoiseMaskGenerator, RemovalModule, SSEDConfig, SSEDGenerator
+
+FORMAT = "spkadv-protection-model"
+VERSION = 1
+TAG_SUFFIX = ".spkadv.json"
+DEFAULT_CHUNK_SECONDS = 30.0
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, damaged, or not a spkadv protection model."""
+
+
+@dataclasses.dataclass
+class ProtectionModel:
+    """A loaded protection model: F_P (``generator``), F_R (``removal``, may be None), eps."""
+
+    generator: SSEDGenerator
+    removal: RemovalModule | None
+    eps: float
+    fingerprint: str
+    config: SSEDConfig
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def receptive_field(self) -> int:
+        return self.generator.receptive_field
+
+    @property
+    def alignment(self) -> int:
+        return self.generator.alignment
+
+    @property
+    def overlap(self) -> int:
+        """Context kept on each side of a chunk: the receptive field rounded up to the alignment."""
+        return math.ceil((self.receptive_field + 1) / self.alignment) * self.alignment
+
+
+def _state(module: torch.nn.Module | None) -> dict[str, torch.Tensor]:
+    if module is None:
+        return {}
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def compute_fingerprint(config: dict[str, Any], eps: float, generator: dict, removal: dict) -> str:
+    """sha256 over the configuration, eps and every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"config": config, "eps": eps}, sort_keys=True).encode())
+    for part, state in (("generator", generator), ("removal", removal)):
+        for key in sorted(state):
+            tensor = state[key].detach().cpu().contiguous()
+            digest.update(f"{part}.{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_model(
+    path: str | os.PathLike,
+    generator: SSEDGenerator,
+    removal: RemovalModule | None,
+    eps: float,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write the model file atomically and return its path."""
+    config = generator.config.to_dict()
+    gen_state, rem_state = _state(generator), _state(removal)
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config,
+        "eps": float(eps),
+        "generator": gen_state,
+        "removal": rem_state,
+        "meta": dict(meta or {}),
+        "fingerprint": compute_fingerprint(config, float(eps), gen_state, rem_state),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ProtectionModel:
+    """Load and verify a model file (no code execution; fingerprint re-computed and checked)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(
+            f"{path}: model file not found; train one with notebook 20_joint_training"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, garbage bytes, pickled code: all refused here
+        raise ModelFileError(
+            f"{path}: cannot read the model file ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a spkadv protection model (no format tag {FORMAT!r})")
+    if state.get("version") != VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {state.get('version')}, this spkadv reads {VERSION}"
+        )
+    fingerprint = compute_fingerprint(
+        state["config"], state["eps"], state["generator"], state["removal"]
+    )
+    if fingerprint != state["fingerprint"]:
+        raise ModelFileError(f"{path}: fingerprint mismatch: the file was modified or damaged")
+    config = SSEDConfig.from_dict(state["config"])
+    generator = SSEDGenerator(config)
+    generator.load_state_dict(state["generator"])
+    removal = None
+    if state["removal"]:
+        removal = RemovalModule(config)
+        removal.load_state_dict(state["removal"])
+        removal.to(device).eval()
+    generator.to(device).eval()
+    return ProtectionModel(
+        generator, removal, float(state["eps"]), fingerprint, config, dict(state["meta"])
+    )
+
+
+def _run(module: NoiseMaskGenerator, x: np.ndarray, sign: float, eps: float) -> np.ndarray:
+    """``x + sign * eps * n(x) ⊙ m(x)`` for one block (no gradients, float32)."""
+    device = next(module.parameters()).device
+    with torch.inference_mode():
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device).unsqueeze(0)
+        n, m = module(xt)
+        return (sign * eps * n * m).squeeze(0).cpu().numpy()
+
+
+def chunked(
+    fn: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    chunk: int,
+    overlap: int,
+    alignment: int,
+    progress: bool = False,
+    desc: str = "",
+) -> np.ndarray:
+    """Apply a local, length-preserving ``fn`` block by block with ``overlap`` samples of context.
+
+    Block starts are multiples of ``alignment`` (so strided layers see the same sample grid as in
+    one pass) and ``overlap`` must be a multiple of it too.
+    """
+    if overlap % alignment:
+        raise ValueError(f"overlap {overlap} must be a multiple of the alignment {alignment}")
+    chunk = max(alignment, chunk // alignment * alignment)
+    total = len(x)
+    if total <= chunk + 2 * overlap:
+        return fn(x).astype(np.float32)
+    from tqdm.auto import tqdm
+
+    out = np.empty(total, dtype=np.float32)
+    for a in tqdm(range(0, total, chunk), desc=desc, disable=not progress, unit="chunk"):
+        b = min(total, a + chunk)
+        s, e = max(0, a - overlap), min(total, b + overlap)
+        out[a:b] = fn(x[s:e])[a - s : b - s]
+    return out
+
+
+def _validate(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"expected a mono waveform (1-D array), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("waveform holds NaN/Inf samples")
+    return x
+
+
+def _delta(
+    model: ProtectionModel,
+    module: NoiseMaskGenerator,
+    x: np.ndarray,
+    sign: float,
+    chunk_seconds: float,
+    progress: bool,
+    desc: str,
+) -> np.ndarray:
+    chunk = int(chunk_seconds * SAMPLE_RATE)
+    if not model.config.is_local:
+        chunk = max(chunk, len(x))  # per-utterance statistics: one pass over the whole signal
+    return chunked(
+        lambda b: _run(module, b, sign, model.eps),
+        x,
+        chunk,
+        model.overlap,
+        model.alignment,
+        progress,
+        desc,
+    )
+
+
+def protect(
+    model: ProtectionModel,
+    x: np.ndarray,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    progress: bool = False,
+) -> np.ndarray:
+    """x' = x + eps · n(x) ⊙ m(x) (eq. 1), same length as ``x``."""
+    x = _validate(x)
+    return x + _delta(model, model.generator, x, 1.0, chunk_seconds, progress, "protect")
+
+
+def restore(
+    model: ProtectionModel,
+    x_adv: np.ndarray,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    progress: bool = False,
+) -> np.ndarray:
+    """One-shot removal x̂ = x' + eps · n'(x') ⊙ m'(x') (eq. 5) with F_R."""
+    x_adv = _validate(x_adv)
+    if model.removal is None:
+        raise ModelFileError(
+            "this model has no removal module F_R (an SSED baseline model); use restore_refined"
+        )
+    return x_adv + _delta(model, model.removal, x_adv, 1.0, chunk_seconds, progress, "restore")
+
+
+def restore_refined(
+    model: ProtectionModel,
+    x_adv: np.ndarray,
+    iterations: int = 10,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    progress: bool = False,
+    start: str = "removal",
+) -> np.ndarray:
+    """Fixed-point refinement with the generator: x̂ ← x' − eps · n(x̂) ⊙ m(x̂).
+
+    Starts from F_R's estimate (``start="removal"``) or from x' itself (``start="adv"``). It
+    converges when x ↦ delta(x) is a contraction; it implies that whoever holds the generator can
+    remove the perturbation.
+    """
+    x_adv = _validate(x_adv)
+    if start == "removal" and model.removal is not None:
+        x_hat = restore(model, x_adv, chunk_seconds)
+    elif start in ("removal", "adv"):
+        x_hat = x_adv.copy()
+    else:
+        raise ValueError(f"start={start!r}; use 'removal' or 'adv'")
+    from tqdm.auto import tqdm
+
+    for _ in tqdm(range(iterations), desc="refine", disable=not progress):
+        x_hat = x_adv - _delta(model, model.generator, x_hat, 1.0, chunk_seconds, False, "")
+    return x_hat
+
+
+def tag_path(audio_path: str | os.PathLike) -> Path:
+    """The sidecar holding the model fingerprint of a protected file: ``<file>.spkadv.json``."""
+    return Path(f"{audio_path}{TAG_SUFFIX}")
+
+
+def write_tag(audio_path: str | os.PathLike, fingerprint: str) -> Path:
+    """Write the sidecar (only the fingerprint: no copy of the audio, no other metadata)."""
+    return write_json(tag_path(audio_path), {"spkadv_model_fingerprint": fingerprint})
+
+
+def read_tag(audio_path: str | os.PathLike) -> str | None:
+    """The fingerprint in a protected file's sidecar, or None when there is no sidecar."""
+    path = tag_path(audio_path)
+    if not path.exists():
+        return None
+    try:
+        return str(read_json(path)["spkadv_model_fingerprint"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ModelFileError(f"{path}: unreadable fingerprint sidecar ({err})") from err

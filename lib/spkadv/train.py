@@ -1,0 +1,453 @@
+"""Training of the SSED generator alone (L_SSED, eq. 4) or jointly with the removal module (L, eq. 9).
+
+Random crops drawn deterministically from (seed, sample index), so a run resumed from a checkpoint
+sees the same batches as an uninterrupted one and reaches the same final step. Checkpoints hold
+the modules, the optimizer state, the step, the loss history and the elapsed time; they are written
+atomically every ``checkpoint_every`` steps and at every epoch end, and are loaded with
+``torch.load(weights_only=True)`` (no code runs from a checkpoint).
+
+CUDA when available (bf16 autocast, pinned memory, data-loader workers), CPU otherwise. Also a script
+for several processes / GPUs with DistributedDataParallel::
+
+    torchrun --nproc_per_node=2 -m spkadv.train --profile smoke --stage 20_joint_training
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from spkadv import SAMPLE_RATE
+from spkadv.fileio import atomic_path
+from spkadv.losses import LossWeights, compute_losses
+from spkadv.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+
+CHECKPOINT_NAME = "last.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is corrupted, truncated or belongs to another configuration."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (primitives only, stored in checkpoints)."""
+
+    model: SSEDConfig = dataclasses.field(default_factory=SSEDConfig)
+    weights: LossWeights = dataclasses.field(default_factory=LossWeights)
+    joint: bool = True  # train F_R with L (eq. 9); False: F_P alone with L_SSED (eq. 4)
+    eps: float = 0.05  # attack intensity (eq. 1 and 5)
+    lr: float = 1.0e-4  # Adam learning rate
+    steps: int = 100  # optimisation steps in total
+    batch_size: int = 8  # crops per step and process
+    crop_seconds: float = 2.0
+    warm_start_steps: int = 0  # first steps without the saliency map (SSAE's warm start)
+    quality_ramp_steps: int = 0  # β grows linearly from 0 over these steps (attack warm-up)
+    grad_clip: float = 0.0  # max gradient norm (0 = off)
+    checkpoint_every: int = 50  # steps between checkpoints (also at every epoch end)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        data["model"] = SSEDConfig.from_dict(data["model"])
+        data["weights"] = LossWeights(**data["weights"])
+        return cls(**data)
+
+    @property
+    def crop_samples(self) -> int:
+        return int(round(self.crop_seconds * SAMPLE_RATE))
+
+
+def config_from_params(
+    params: dict[str, Any], steps_key: str, warm_key: str, joint: bool
+) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a notebook's / profile's UPPER_CASE parameters."""
+    model = SSEDConfig(
+        width=params["MODEL_WIDTH"],
+        stages=params["MODEL_STAGES"],
+        res_blocks=params["MODEL_RES_BLOCKS"],
+        dilation_base=params["MODEL_DILATION_BASE"],
+        spectral_norm=params["MODEL_SPECTRAL_NORM"],
+        mask_norm=params["MODEL_MASK_NORM"],
+        norm=params["MODEL_NORM"],
+        level_scaled=params["MODEL_LEVEL_SCALED"],
+        level_window=params["MODEL_LEVEL_WINDOW"],
+        level_floor=params["MODEL_LEVEL_FLOOR"],
+    )
+    weights = LossWeights(
+        alpha=params["LOSS_ALPHA"],
+        beta=params["LOSS_BETA"],
+        gamma=params["LOSS_GAMMA"],
+        theta=params["LOSS_THETA"],
+        norm=params["LOSS_NORM"],
+    )
+    return TrainConfig(
+        model=model,
+        weights=weights,
+        joint=joint,
+        eps=params["EPS"],
+        lr=params["LEARNING_RATE"],
+        steps=params[steps_key],
+        batch_size=params["BATCH_SIZE"],
+        crop_seconds=params["CROP_SECONDS"],
+        warm_start_steps=params[warm_key],
+        quality_ramp_steps=params["QUALITY_RAMP_STEPS"],
+        grad_clip=params["GRAD_CLIP"],
+        checkpoint_every=params["CHECKPOINT_EVERY"],
+        seed=params["SEED"],
+    )
+
+
+class CropDataset(Dataset):
+    """Item ``k`` is a random crop chosen by ``default_rng([seed, k])`` (zero padded if short)."""
+
+    def __init__(self, waves: Sequence[np.ndarray], crop_samples: int, seed: int) -> None:
+        if not waves:
+            raise ValueError("no training audio: the train subset of the manifest is empty")
+        self.waves, self.crop, self.seed = list(waves), crop_samples, seed
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, k])
+        wave = self.waves[int(rng.integers(len(self.waves)))]
+        start = int(rng.integers(max(1, len(wave) - self.crop + 1)))
+        crop = np.zeros(self.crop, dtype=np.float32)
+        piece = wave[start : start + self.crop]
+        crop[: len(piece)] = piece
+        return torch.from_numpy(crop)
+
+
+class StepSampler(Sampler):
+    """Indices for steps ``first..last-1``: step s of process r reads s*B*W + r*B + [0, B)."""
+
+    def __init__(self, first: int, last: int, batch: int, rank: int = 0, world: int = 1) -> None:
+        self.first, self.last, self.batch, self.rank, self.world = first, last, batch, rank, world
+
+    def __iter__(self):
+        for step in range(self.first, self.last):
+            base = step * self.batch * self.world + self.rank * self.batch
+            yield from range(base, base + self.batch)
+
+    def __len__(self) -> int:
+        return (self.last - self.first) * self.batch
+
+
+def pick_device() -> torch.device:
+    """``SPKADV_DEVICE`` if set, else CUDA when available, else CPU."""
+    forced = os.environ.get("SPKADV_DEVICE")
+    if forced:
+        return torch.device(forced)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (temporary file + rename)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint without executing code; a damaged file raises :class:`CheckpointError`."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated / garbage files
+        raise CheckpointError(
+            f"{path}: corrupted or truncated checkpoint ({type(err).__name__}: {err}); "
+            "delete it to start training again from the previous one or from scratch"
+        ) from err
+    if not isinstance(state, dict) or "step" not in state or "generator" not in state:
+        raise CheckpointError(f"{path}: not a spkadv training checkpoint (keys: {list(state)[:8]})")
+    return state
+
+
+@dataclasses.dataclass
+class TrainResult:
+    generator: SSEDGenerator
+    removal: RemovalModule | None
+    history: list[dict[str, float]]
+    steps: int
+    minutes: float
+    resumed_from: int
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if hasattr(module, "module") else module
+
+
+def train(
+    config: TrainConfig,
+    waves: Sequence[np.ndarray],
+    encoder: torch.nn.Module,
+    checkpoint_dir: str | os.PathLike,
+    progress: bool = True,
+    resume: bool = True,
+    stop_after: int | None = None,
+    device: torch.device | None = None,
+) -> TrainResult:
+    """Train F_P (and F_R when ``config.joint``) against the frozen ``encoder``.
+
+    Args:
+        waves: training utterances, 16 kHz float32.
+        encoder: frozen speaker encoder with ``.embed(waves [B, T]) -> [B, D]``.
+        checkpoint_dir: where ``last.pt`` lives; an existing one is resumed when ``resume``.
+        stop_after: stop (as if interrupted) after this many steps of this call (for tests).
+    """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if distributed else 0
+    world = torch.distributed.get_world_size() if distributed else 1
+    device = device or pick_device()
+    cuda = device.type == "cuda"
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+
+    torch.manual_seed(config.seed)
+    generator = SSEDGenerator(config.model).to(device)
+    removal = RemovalModule(config.model).to(device) if config.joint else None
+    encoder = encoder.to(device).eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    params = list(generator.parameters()) + (list(removal.parameters()) if removal else [])
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+
+    step, history, elapsed = 0, [], 0.0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        if state["config"] != config.to_dict():
+            raise CheckpointError(
+                f"{ckpt_path}: written by a different training configuration; "
+                "delete the checkpoints folder or restore the original parameters"
+            )
+        generator.load_state_dict(state["generator"])
+        if removal is not None:
+            removal.load_state_dict(state["removal"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history, elapsed = state["step"], list(state["history"]), state["elapsed_s"]
+    resumed_from = step
+
+    gen_m, rem_m = generator, removal
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if cuda else None
+        unused = config.warm_start_steps > 0  # the mask decoder sits idle during the warm start
+        gen_m = DDP(generator, device_ids=ids, find_unused_parameters=unused)
+        rem_m = (
+            DDP(removal, device_ids=ids, find_unused_parameters=unused)
+            if removal is not None
+            else None
+        )
+
+    last = config.steps if stop_after is None else min(config.steps, step + stop_after)
+    loader = DataLoader(
+        CropDataset(waves, config.crop_samples, config.seed),
+        batch_size=config.batch_size,
+        sampler=StepSampler(step, last, config.batch_size, rank, world),
+        num_workers=2 if cuda else 0,
+        pin_memory=cuda,
+    )
+    steps_per_epoch = max(1, math.ceil(len(waves) / (config.batch_size * world)))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.steps, initial=step, desc="training", disable=not progress or rank != 0)
+    t0 = time.perf_counter()
+    generator.train()
+    if removal is not None:
+        removal.train()
+    for x in loader:
+        x = x.to(device, non_blocking=cuda)
+        use_mask = step >= config.warm_start_steps
+        ramp = (
+            min(1.0, (step + 1) / config.quality_ramp_steps) if config.quality_ramp_steps else 1.0
+        )
+        weights = dataclasses.replace(config.weights, beta=config.weights.beta * ramp)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            with torch.no_grad():
+                z = encoder.embed(x)
+            n, m = gen_m(x, use_mask=use_mask)
+            x_adv = x + config.eps * n * m
+            z_adv = encoder.embed(x_adv)
+            n_rev = m_rev = None
+            if rem_m is not None:
+                n_rev, m_rev = rem_m(x_adv, use_mask=use_mask)
+        terms = compute_losses(
+            z.float(), z_adv.float(), x, x_adv.float(), n.float(), m.float(), weights,
+            None if n_rev is None else n_rev.float(), None if m_rev is None else m_rev.float(),
+        )  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        step += 1
+        with torch.no_grad():
+            delta = (x_adv - x).float()
+            snr = 10 * torch.log10(x.pow(2).sum() / delta.pow(2).sum().clamp_min(1e-20))
+        record = {k: float(v.detach()) for k, v in terms.items()}
+        record.update(step=step, snr_db=float(snr), mask_mean=float(m.detach().float().mean()))
+        history.append(record)
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{record['total']:.4f}", cos=f"{record['angular']:.3f}", snr=f"{float(snr):.1f}"
+        )
+        if rank == 0 and (
+            step % config.checkpoint_every == 0 or step % steps_per_epoch == 0 or step == last
+        ):
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "step": step,
+                    "config": config.to_dict(),
+                    "generator": generator.state_dict(),
+                    "removal": removal.state_dict() if removal is not None else {},
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "elapsed_s": elapsed + time.perf_counter() - t0,
+                },
+            )
+    bar.close()
+    if distributed:
+        torch.distributed.barrier()
+    elapsed += time.perf_counter() - t0
+    generator.eval()
+    if removal is not None:
+        removal.eval()
+    return TrainResult(_unwrap(generator), removal, history, step, elapsed / 60, resumed_from)
+
+
+def plot_history(history: list[dict[str, float]], title: str = ""):
+    """Loss curves (one panel per term) and the batch SNR of x'; returns a matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    keys = [
+        k
+        for k in ("total", "angular", "quality", "rpt", "noise", "mask", "snr_db")
+        if k in history[0]
+    ]
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.6), squeeze=False)
+    steps = [h["step"] for h in history]
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.plot(steps, [h[key] for h in history], lw=0.8)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def load_train_waves(
+    paths: Sequence[str | os.PathLike], limit: int = 0, progress: bool = True
+) -> list[np.ndarray]:
+    """Read training utterances into memory (the first ``limit`` when > 0)."""
+    from tqdm.auto import tqdm
+
+    from spkadv.audio import load_audio
+
+    paths = list(paths)[:limit] if limit > 0 else list(paths)
+    return [load_audio(p) for p in tqdm(paths, desc="loading train audio", disable=not progress)]
+
+
+def load_encoder(name: str, device: torch.device | None = None) -> torch.nn.Module:
+    """``random-conv`` (the tiny test stand-in) or any name :func:`spkadv.encoders.load` knows."""
+    if name == "random-conv":
+        return RandomConvEncoder()
+    from spkadv import encoders
+
+    return encoders.load(name, device=device)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Script / torchrun entry: train from a profile's parameters and write the model file."""
+    from spkadv import config as cfgmod
+    from spkadv import protect
+
+    parser = argparse.ArgumentParser(
+        prog="python -m spkadv.train", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--profile", default="smoke", help="parameter profile name or YAML path")
+    parser.add_argument(
+        "--stage", default="20_joint_training", choices=["10_ssed_baseline", "20_joint_training"]
+    )
+    parser.add_argument(
+        "--manifest", help="corpus manifest (default: the profile's data-prep output)"
+    )
+    parser.add_argument(
+        "--encoder", help="white-box encoder (default: the profile's WHITEBOX_ENCODER)"
+    )
+    parser.add_argument("--out", help="output folder (default: runs/<profile>/<stage>)")
+    parser.add_argument("--steps", type=int, help="override the number of steps")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    params = cfgmod.load_profile(args.profile)
+    profile = Path(args.profile).stem
+    joint = args.stage == "20_joint_training"
+    prefix = "JOINT" if joint else "SSED"
+    config = config_from_params(params, f"{prefix}_STEPS", f"{prefix}_WARM_START_STEPS", joint)
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = pick_device()
+    if distributed:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    threads = params.get("TRAIN_THREADS", 0)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        from spkadv import data
+
+        manifest = Path(args.manifest) if args.manifest else data.manifest_path(profile)
+        frame = data.read_manifest(manifest)
+        train_paths = frame.loc[frame["subset"] == "train", "path"].tolist()
+        if not train_paths:
+            raise SystemExit(f"{manifest}: no rows with subset == 'train'")
+        rank0 = not distributed or torch.distributed.get_rank() == 0
+        waves = load_train_waves(
+            train_paths, params.get("TRAIN_UTTERANCES", 0), progress=rank0 and not args.no_progress
+        )
+        encoder = load_encoder(args.encoder or params.get("WHITEBOX_ENCODER", "campplus"), device)
+        out = Path(args.out) if args.out else cfgmod.stage_dir(profile, args.stage)
+        result = train(
+            config,
+            waves,
+            encoder,
+            out / "checkpoints",
+            progress=not args.no_progress,
+            device=device,
+        )
+        if rank0:
+            name = "model.pt" if joint else "model_ssed.pt"
+            path = protect.save_model(out / name, result.generator, result.removal, config.eps)
+            print(
+                f"trained {result.steps} steps in {result.minutes:.2f} min; model written to {path}"
+            )
+    finally:
+        if distributed:
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

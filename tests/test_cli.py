@@ -1,0 +1,195 @@
+"""The ``spkadv`` command: round trip, fingerprint refusal, inputs never overwritten, folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from spkadv import cli
+from spkadv import protect as P
+from spkadv.models import RemovalModule, SSEDConfig, SSEDGenerator
+
+CONFIG = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101)
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> tuple[Path, Path]:
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(
+            P.save_model(
+                tmp_path / f"model{seed}.pt", SSEDGenerator(CONFIG), RemovalModule(CONFIG), 0.05
+            )
+        )
+    return paths[0], paths[1]
+
+
+def _wav(path: Path, length: int = 8_001, seed: int = 0) -> Path:
+    x = 0.1 * np.random.default_rng(seed).standard_normal(length)
+    sf.write(path, x.astype(np.float32), 16_000, subtype="PCM_16")
+    return path
+
+
+def test_round_trip_on_an_odd_length_file(tmp_path: Path, models, capsys) -> None:
+    src = _wav(tmp_path / "speech ünï.wav", 8_001)
+    before = src.read_bytes()
+    adv, rst = tmp_path / "adv.wav", tmp_path / "rst.wav"
+    assert (
+        cli.main(["protect", str(src), "-o", str(adv), "--model", str(models[0]), "--quiet"]) == 0
+    )
+    assert (
+        cli.main(["restore", str(adv), "-o", str(rst), "--model", str(models[0]), "--quiet"]) == 0
+    )
+    x, _ = sf.read(src, dtype="float32")
+    y, sr = sf.read(adv, dtype="float32")
+    info = sf.info(str(adv))
+    assert len(y) == len(x) == 8_001 and sr == 16_000 and info.subtype == "PCM_16"
+    r, _ = sf.read(rst, dtype="float32")
+    assert len(r) == 8_001 and sf.info(str(rst)).subtype == "FLOAT"
+    assert 0 < np.abs(y - x).max() <= 0.05 + 1 / 32768
+    assert P.read_tag(adv) == P.load_model(models[0]).fingerprint
+    assert src.read_bytes() == before
+    assert (
+        cli.main(
+            [
+                "restore",
+                str(adv),
+                "-o",
+                str(tmp_path / "ref.wav"),
+                "--model",
+                str(models[0]),
+                "--refine",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+
+
+def test_restore_refuses_a_file_protected_by_another_model(tmp_path: Path, models, capsys) -> None:
+    src = _wav(tmp_path / "a.wav")
+    adv = tmp_path / "adv.wav"
+    cli.main(["protect", str(src), "-o", str(adv), "--model", str(models[0]), "--quiet"])
+    capsys.readouterr()
+    assert (
+        cli.main(
+            [
+                "restore",
+                str(adv),
+                "-o",
+                str(tmp_path / "r.wav"),
+                "--model",
+                str(models[1]),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "protected by another model" in err and not (tmp_path / "r.wav").exists()
+    # a file without sidecar is refused unless asked
+    assert (
+        cli.main(
+            [
+                "restore",
+                str(src),
+                "-o",
+                str(tmp_path / "r.wav"),
+                "--model",
+                str(models[0]),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
+    assert "no fingerprint sidecar" in capsys.readouterr().err
+    assert (
+        cli.main(
+            [
+                "restore",
+                str(src),
+                "-o",
+                str(tmp_path / "r.wav"),
+                "--model",
+                str(models[0]),
+                "--quiet",
+                "--ignore-fingerprint",
+            ]
+        )
+        == 0
+    )
+
+
+def test_input_is_never_overwritten(tmp_path: Path, models, capsys, monkeypatch) -> None:
+    src = _wav(tmp_path / "a.wav")
+    before = src.read_bytes()
+    assert cli.main(["protect", str(src), "-o", str(src), "--model", str(models[0])]) == 2
+    monkeypatch.chdir(tmp_path)
+    assert (
+        cli.main(
+            [
+                "protect",
+                "a.wav",
+                "-o",
+                str(tmp_path / "." / "sub" / ".." / "a.wav"),
+                "--model",
+                str(models[0]),
+            ]
+        )
+        == 2
+    )
+    assert "is the input itself" in capsys.readouterr().err
+    assert src.read_bytes() == before
+    out = tmp_path / "adv.wav"
+    assert cli.main(["protect", "a.wav", "-o", str(out), "--model", str(models[0]), "--quiet"]) == 0
+    assert cli.main(["protect", "a.wav", "-o", str(out), "--model", str(models[0]), "--quiet"]) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (
+        cli.main(
+            [
+                "protect",
+                "a.wav",
+                "-o",
+                str(out),
+                "--model",
+                str(models[0]),
+                "--quiet",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+
+
+def test_folder_run_reports_each_file_and_goes_on(tmp_path: Path, models, capsys) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    _wav(folder / "one.wav", 3_001)
+    _wav(folder / "sub" / "two.wav", 5_000, seed=1)
+    (folder / "broken.wav").write_bytes(b"RIFF garbage")
+    out = tmp_path / "out"
+    assert (
+        cli.main(["protect", str(folder), "-o", str(out), "--model", str(models[0]), "--quiet"])
+        == 1
+    )
+    captured = capsys.readouterr()
+    assert "FAILED" in captured.err and "broken.wav" in captured.err
+    assert (out / "one.wav").exists() and (out / "sub" / "two.wav").exists()
+    assert "2 of 3 file(s) done, 1 failed" in captured.out
+    assert (
+        cli.main(["protect", str(folder), "-o", str(folder / "x"), "--model", str(models[0])]) == 2
+    )
+    assert "inside the input folder" in capsys.readouterr().err
+
+
+def test_bad_model_file_is_reported(tmp_path: Path, capsys) -> None:
+    src = _wav(tmp_path / "a.wav")
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"nope")
+    assert cli.main(["protect", str(src), "-o", str(tmp_path / "b.wav"), "--model", str(bad)]) == 2
+    assert "model.pt" in capsys.readouterr().err

@@ -1,0 +1,137 @@
+"""Model file format, chunked protect / restore / refinement on arbitrary lengths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from spkadv import protect as P
+from spkadv.models import RemovalModule, SSEDConfig, SSEDGenerator
+
+CONFIG = SSEDConfig(width=4, stages=3, res_blocks=1, level_window=101)
+
+
+def _model(
+    tmp_path, config: SSEDConfig = CONFIG, seed: int = 0, eps: float = 0.05
+) -> P.ProtectionModel:
+    torch.manual_seed(seed)
+    path = P.save_model(
+        tmp_path / f"model{seed}.pt", SSEDGenerator(config), RemovalModule(config), eps
+    )
+    return P.load_model(path)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> P.ProtectionModel:
+    return _model(tmp_path_factory.mktemp("m"))
+
+
+def _signal(length: int, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(length)).astype(np.float32)
+
+
+def test_protect_bounds_length_and_restore(model: P.ProtectionModel) -> None:
+    x = _signal(12_345)
+    x_adv = P.protect(model, x)
+    assert x_adv.shape == x.shape and x_adv.dtype == np.float32
+    assert np.abs(x_adv - x).max() <= model.eps + 1e-6 and np.abs(x_adv - x).max() > 0
+    rst = P.restore(model, x_adv)
+    assert rst.shape == x.shape and np.isfinite(rst).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(2, 6000), chunk=st.integers(1, 3000))
+def test_chunk_boundaries_never_change_the_result(
+    model: P.ProtectionModel, length: int, chunk: int
+) -> None:
+    x = _signal(length, seed=length)
+    whole = P.protect(model, x, chunk_seconds=1e3)
+    parts = P.protect(model, x, chunk_seconds=chunk / 16_000)
+    assert np.abs(parts - whole).max() <= 1e-5
+    assert (
+        np.abs(
+            P.restore(model, whole, chunk_seconds=chunk / 16_000) - P.restore(model, whole, 1e3)
+        ).max()
+        <= 1e-5
+    )
+
+
+def test_level_scaled_model_chunks_exactly(tmp_path) -> None:
+    model = _model(
+        tmp_path, SSEDConfig(width=4, stages=2, res_blocks=1, level_scaled=True, level_window=301)
+    )
+    x = _signal(9_001)
+    assert np.abs(P.protect(model, x, 0.02) - P.protect(model, x, 10.0)).max() <= 1e-5
+
+
+def test_refinement_converges_to_the_generator_fixed_point(tmp_path) -> None:
+    model = _model(tmp_path, eps=0.01)
+    x = _signal(4_000)
+    x_adv = P.protect(model, x)
+    refined = P.restore_refined(model, x_adv, iterations=8, start="adv")
+    err0, err = np.abs(x_adv - x).max(), np.abs(refined - x).max()
+    assert (
+        err < 1e-3 * err0
+    )  # x ↦ eps·n⊙m is a contraction at this eps: whoever holds F_P can undo it
+    assert np.abs(P.restore_refined(model, x_adv, 8, chunk_seconds=0.01) - refined).max() <= 1e-5
+
+
+def test_model_file_round_trip_and_fingerprint(tmp_path, model: P.ProtectionModel) -> None:
+    other = _model(tmp_path, seed=1)
+    assert len(model.fingerprint) == 64 and model.fingerprint != other.fingerprint
+    again = P.load_model(tmp_path / "model1.pt")
+    assert again.fingerprint == other.fingerprint and again.eps == 0.05
+    state = torch.load(tmp_path / "model1.pt", weights_only=True)
+    assert state["format"] == P.FORMAT
+
+
+def test_tampered_model_is_refused(tmp_path) -> None:
+    _model(tmp_path)
+    state = torch.load(tmp_path / "model0.pt", weights_only=True)
+    key = next(iter(state["generator"]))
+    state["generator"][key] = state["generator"][key] + 1
+    torch.save(state, tmp_path / "tampered.pt")
+    with pytest.raises(P.ModelFileError, match="fingerprint mismatch"):
+        P.load_model(tmp_path / "tampered.pt")
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 50, "truncated"])
+def test_damaged_or_foreign_model_file_names_the_file(tmp_path, content) -> None:
+    _model(tmp_path)
+    good = (tmp_path / "model0.pt").read_bytes()
+    bad = tmp_path / "bad model.pt"
+    bad.write_bytes(good[: len(good) // 2] if content == "truncated" else content)
+    with pytest.raises(P.ModelFileError, match="bad model.pt"):
+        P.load_model(bad)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(P.ModelFileError, match="not a spkadv protection model"):
+        P.load_model(tmp_path / "foreign.pt")
+    with pytest.raises(P.ModelFileError, match="not found"):
+        P.load_model(tmp_path / "missing.pt")
+
+
+def test_pickled_code_is_not_executed(tmp_path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    torch.save({"format": P.FORMAT, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(P.ModelFileError, match="cannot read"):
+        P.load_model(tmp_path / "evil.pt")
+
+
+def test_bad_waveforms_are_refused(model: P.ProtectionModel) -> None:
+    with pytest.raises(ValueError, match="mono"):
+        P.protect(model, np.zeros((2, 100), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        P.protect(model, np.array([0.0, np.nan, 0.1], np.float32))
+
+
+def test_tag_holds_only_the_fingerprint(tmp_path) -> None:
+    audio = tmp_path / "a.wav"
+    P.write_tag(audio, "ab" * 32)
+    assert P.read_tag(audio) == "ab" * 32
+    assert P.tag_path(audio).read_text().count(":") == 1
+    assert P.read_tag(tmp_path / "none.wav") is None

@@ -1,0 +1,208 @@
+"""Training loop: learning, checkpoint / resume, damaged checkpoints, the script and DDP."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from spkadv.losses import LossWeights
+from spkadv.models import RandomConvEncoder, SSEDConfig
+from spkadv.train import (
+    CheckpointError,
+    CropDataset,
+    StepSampler,
+    TrainConfig,
+    load_checkpoint,
+    plot_history,
+    train,
+)
+
+TINY = TrainConfig(
+    model=SSEDConfig(width=4, stages=2, res_blocks=1),
+    eps=0.05,
+    lr=1.0e-2,
+    steps=6,
+    batch_size=2,
+    crop_seconds=0.05,
+    checkpoint_every=2,
+)
+
+
+def _waves(count: int = 3, seconds: float = 0.2) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [
+        (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32) for _ in range(count)
+    ]
+
+
+def test_crops_are_deterministic_and_padded() -> None:
+    ds = CropDataset([np.ones(100, np.float32)], crop_samples=150, seed=3)
+    assert torch.equal(ds[5], ds[5]) and ds[5].shape == (150,) and float(ds[5][-1]) == 0.0
+    ds2 = CropDataset(_waves(), 400, seed=3)
+    assert not torch.equal(ds2[0], ds2[1])
+    assert list(StepSampler(2, 4, batch=2, rank=1, world=2)) == [10, 11, 14, 15]
+
+
+def test_tiny_model_overfits_one_batch(tmp_path: Path) -> None:
+    wave = _waves(1, 0.05)  # one crop-sized utterance: every batch is the same
+    config = dataclasses.replace(
+        TINY, eps=0.3, steps=60, weights=LossWeights(beta=0.0), checkpoint_every=100
+    )
+    result = train(config, wave, RandomConvEncoder(), tmp_path, progress=False)
+    first, last = result.history[0], result.history[-1]
+    assert first["angular"] > 0.5 and last["angular"] < 0.0, (first, last)  # cos(z, z') driven down
+    assert last["noise"] < 0.01 * first["noise"]  # F_R learns n' = -n
+    assert result.steps == 60
+
+
+def test_resume_continues_from_the_saved_step(tmp_path: Path) -> None:
+    enc = RandomConvEncoder()
+    full = train(TINY, _waves(), enc, tmp_path / "full", progress=False)
+    part = train(TINY, _waves(), enc, tmp_path / "part", progress=False, stop_after=3)
+    assert part.steps == 3 and load_checkpoint(tmp_path / "part" / "last.pt")["step"] == 3
+    resumed = train(TINY, _waves(), enc, tmp_path / "part", progress=False)
+    assert resumed.resumed_from == 3 and resumed.steps == TINY.steps == len(resumed.history)
+    for a, b in zip(
+        full.generator.state_dict().values(), resumed.generator.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert [h["step"] for h in resumed.history] == list(range(1, TINY.steps + 1))
+    assert plot_history(resumed.history) is not None
+
+
+def test_changed_configuration_is_refused_on_resume(tmp_path: Path) -> None:
+    train(TINY, _waves(), RandomConvEncoder(), tmp_path, progress=False, stop_after=2)
+    with pytest.raises(CheckpointError, match="different training configuration"):
+        train(
+            dataclasses.replace(TINY, lr=0.5),
+            _waves(),
+            RandomConvEncoder(),
+            tmp_path,
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_checkpoint_names_the_file(tmp_path: Path, damage: str) -> None:
+    train(TINY, _waves(), RandomConvEncoder(), tmp_path, progress=False, stop_after=2)
+    path = tmp_path / "last.pt"
+    data = path.read_bytes()
+    path.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 10, "empty": b""}[
+            damage
+        ]
+    )
+    with pytest.raises(CheckpointError, match=r"last\.pt.*corrupted or truncated"):
+        train(TINY, _waves(), RandomConvEncoder(), tmp_path, progress=False)
+
+
+def _script_setup(tmp_path: Path, steps: int) -> tuple[Path, Path]:
+    """A manifest of tiny WAV files and a profile holding every key the script reads."""
+    import soundfile as sf
+
+    rows = ["utt_id\tspeaker\tgender\tsubset\tset\tpath\tduration\ttranscript"]
+    for i, wave in enumerate(_waves(4, 0.3)):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, wave, 16000)
+        rows.append(f"u{i}\ts{i % 2}\tF\ttrain\tsynthetic\t{path}\t0.3\tHELLO")
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n")
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(
+        "\n".join(
+            f"{k}: {v}"
+            for k, v in {
+                "MODEL_WIDTH": 4,
+                "MODEL_STAGES": 2,
+                "MODEL_RES_BLOCKS": 1,
+                "MODEL_DILATION_BASE": 3,
+                "MODEL_SPECTRAL_NORM": "false",
+                "MODEL_MASK_NORM": "sigmoid",
+                "MODEL_NORM": "none",
+                "MODEL_LEVEL_SCALED": "false",
+                "MODEL_LEVEL_WINDOW": 801,
+                "MODEL_LEVEL_FLOOR": "1.0e-3",
+                "LOSS_ALPHA": 0.01,
+                "LOSS_BETA": 0.007,
+                "LOSS_GAMMA": 0.8,
+                "LOSS_THETA": 0.06,
+                "LOSS_NORM": "l2",
+                "EPS": 0.05,
+                "LEARNING_RATE": "1.0e-3",
+                "BATCH_SIZE": 2,
+                "CROP_SECONDS": 0.1,
+                "QUALITY_RAMP_STEPS": 0,
+                "GRAD_CLIP": 0.0,
+                "CHECKPOINT_EVERY": 1,
+                "SEED": 0,
+                "JOINT_STEPS": steps,
+                "JOINT_WARM_START_STEPS": 1,
+                "TRAIN_THREADS": 1,
+                "TRAIN_UTTERANCES": 0,
+            }.items()
+        )  # fmt: skip
+        + "\n"
+    )
+    return manifest, profile
+
+
+def _script_args(tmp_path: Path, manifest: Path, profile: Path) -> list[str]:
+    return [
+        "--profile",
+        str(profile),
+        "--manifest",
+        str(manifest),
+        "--encoder",
+        "random-conv",
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
+
+
+def test_killed_script_resumes_to_the_same_final_step(tmp_path: Path) -> None:
+    manifest, profile = _script_setup(tmp_path, steps=20)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "spkadv.train", *_script_args(tmp_path, manifest, profile)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "out" / "checkpoints" / "last.pt"
+    deadline = time.time() + 60
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(float(np.random.default_rng().uniform(0.0, 0.5)))  # a random moment
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert 0 < killed_at < 20
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(ckpt)["step"] == 20
+    assert (tmp_path / "out" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_processes_gloo(tmp_path: Path) -> None:
+    manifest, profile = _script_setup(tmp_path, steps=4)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "spkadv.train",
+        *_script_args(tmp_path, manifest, profile),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKADV_DEVICE": "cpu"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "out" / "checkpoints" / "last.pt")
+    assert state["step"] == 4
+    assert "model written" in done.stdout
