@@ -1,0 +1,104 @@
+"""Item 2: the generator against PGD (``spkadv.attacks.pgd``) on the same white-box encoder.
+
+Per utterance: the generator protects it (one forward pass, timed, best of 3), which gives an
+embedding similarity cos(z, z') and an SNR. PGD then attacks the same utterance under an SNR
+budget equal to the generator's SNR (step length a tenth of the budget's radius, so that it can
+use the whole budget in 10 steps) and stops at the first iterate whose similarity is at or below
+the generator's: the same similarity drop at a similar SNR, at PGD's least cost. Both run in this
+process, one after the other, on the same number of threads.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks import common
+
+UTTERANCES, QUICK_UTTERANCES = 8, 1
+MAX_SECONDS, QUICK_MAX_SECONDS = 6.0, 2.0
+PGD_MAX_STEPS = 100
+PGD_STEP_FRACTION = (
+    0.1  # step length as a fraction of the budget radius: reaches the boundary in 10 steps
+)
+
+
+def run(quick: bool = False, encoder_name: str = "campplus") -> dict[str, Any]:
+    import torch
+
+    protect = common.require("spkadv.protect", "the generator side")
+    attacks = common.require("spkadv.attacks", "the PGD side")
+    encoders = common.require("spkadv.encoders", "the white-box encoder")
+    from spkadv.audio import load_audio
+    from spkadv.metrics import snr_db
+
+    try:
+        encoder = encoders.load(encoder_name, device="cpu")
+    except Exception as err:  # asset missing or not fetched
+        raise common.Unavailable(
+            f"white-box encoder {encoder_name!r} cannot be loaded: {err}"
+        ) from err
+    model, model_source = common.default_model()
+    paths, audio_source = common.speech_files(QUICK_UTTERANCES if quick else UTTERANCES)
+    limit = int((QUICK_MAX_SECONDS if quick else MAX_SECONDS) * common.SAMPLE_RATE)
+    rows = []
+    for path in paths:
+        x = load_audio(path)[:limit]
+        t_gen = common.best_time(lambda x=x: protect.protect(model, x), repeat=3)
+        x_gen = protect.protect(model, x)
+        with torch.no_grad():
+            z, z_gen = encoder.embed(torch.from_numpy(np.stack([x, x_gen])))
+        cos_gen = float(torch.nn.functional.cosine_similarity(z, z_gen, dim=0))
+        snr_gen = snr_db(x, x_gen)
+        radius = float(np.linalg.norm(x)) * 10 ** (-snr_gen / 20)
+        t0 = time.perf_counter()
+        result = attacks.pgd(
+            encoder,
+            x,
+            snr_db=snr_gen,
+            steps=PGD_MAX_STEPS,
+            step_size=PGD_STEP_FRACTION * radius,
+            target_cos=cos_gen,
+        )
+        t_pgd = time.perf_counter() - t0
+        rows.append(
+            {
+                "utt": path.stem,
+                "seconds": len(x) / common.SAMPLE_RATE,
+                "generator_s": t_gen,
+                "pgd_s": t_pgd,
+                "speed_ratio": t_pgd / t_gen,
+                "cos_generator": cos_gen,
+                "cos_pgd": result.cos,
+                "snr_generator_db": snr_gen,
+                "snr_pgd_db": result.snr_db,
+                "pgd_steps": result.steps,
+                "pgd_reached_target": result.cos <= cos_gen,
+            }
+        )
+        r = rows[-1]
+        print(
+            f"  {r['utt']}: generator {t_gen * 1e3:.0f} ms (cos {cos_gen:.3f}, {snr_gen:.1f} dB), "
+            f"PGD {t_pgd * 1e3:.0f} ms in {result.steps} steps (cos {result.cos:.3f}, "
+            f"{result.snr_db:.1f} dB): ratio {r['speed_ratio']:.1f}x",
+            flush=True,
+        )
+    ratios = [r["speed_ratio"] for r in rows]
+    return {
+        "model": model_source,
+        "audio": audio_source,
+        "encoder": encoder_name,
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+        "pgd_speed_ratio": float(np.median(ratios)),
+        "pgd_speed_ratio_total_time": sum(r["pgd_s"] for r in rows)
+        / sum(r["generator_s"] for r in rows),
+        "pgd_median_steps": float(np.median([r["pgd_steps"] for r in rows])),
+        "pgd_reached_target_fraction": float(np.mean([r["pgd_reached_target"] for r in rows])),
+        "mean_cos_generator": float(np.mean([r["cos_generator"] for r in rows])),
+        "mean_cos_pgd": float(np.mean([r["cos_pgd"] for r in rows])),
+        "mean_snr_generator_db": float(np.mean([r["snr_generator_db"] for r in rows])),
+        "mean_snr_pgd_db": float(np.mean([r["snr_pgd_db"] for r in rows])),
+    }

@@ -1,0 +1,273 @@
+"""Shared helpers of the benchmarks: fresh worker processes, peak memory, timing, test audio and
+the default protection model.
+
+Every item is a module ``benchmarks.bench_<item>`` with ``run(quick: bool) -> dict``. A missing
+piece of the library (a module another engineer has not committed yet, an asset that is not
+fetched) raises :class:`Unavailable`, which ``run_all`` records with its reason instead of crashing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULT_TAG = "BENCH_RESULT "
+SAMPLE_RATE = 16_000
+SHARED_CORPUS = (
+    Path("..") / "shared" / "data" / "speechocean762-adults"
+)  # relative to the repo root
+
+
+class Unavailable(RuntimeError):
+    """A benchmark cannot run because a piece it measures is missing; the message names it."""
+
+
+def require(module: str, what: str) -> Any:
+    """Import ``module`` or raise :class:`Unavailable` naming what is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise Unavailable(f"{module} is not available ({err}); needed for {what}") from err
+
+
+def results_dir() -> Path:
+    """``runs/bench/`` (under ``SPKADV_RUNS`` when set)."""
+    from spkadv.config import runs_root
+
+    path = runs_root() / "bench"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- timing and memory ----------------------------------------------------------------------------
+def best_time(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:
+    """Smallest wall time of ``repeat`` calls (after ``warmup`` untimed calls), in seconds.
+
+    The minimum is the least noisy estimate on a shared machine: noise only ever adds time.
+    """
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, MiB."""
+    kb = _status_kb("VmRSS")
+    return (kb or 0) / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux ``clear_refs`` 5); False if unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (since the last reset where supported), MiB."""
+    kb = _status_kb("VmHWM")
+    if kb is None:  # not Linux: ru_maxrss is KiB on Linux, bytes on macOS
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kb = kb // 1024 if sys.platform == "darwin" else kb
+    return kb / 1024
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so that a
+    later peak-RSS reading is not hidden by memory an earlier call freed but the allocator kept."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def measure_peak(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """Run ``fn`` once; return (its result, seconds, peak RSS above the RSS before the call in MiB)."""
+    release_free_memory()
+    resettable = reset_peak_rss()
+    before = current_rss_mb()
+    peak_before = peak_rss_mb()
+    t0 = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - t0
+    peak = peak_rss_mb()
+    if not resettable and peak <= peak_before:  # the earlier peak hides this one
+        return out, seconds, float("nan")
+    return out, seconds, max(0.0, peak - before)
+
+
+# -- fresh worker processes -----------------------------------------------------------------------
+def run_worker(
+    target: str, kwargs: dict[str, Any], threads: int, timeout: float = 1800
+) -> dict[str, Any]:
+    """Run ``module:function(**kwargs)`` in a fresh Python process limited to ``threads`` threads.
+
+    A fresh process per setting keeps thread pools, allocator caches and peak-memory counters of
+    one measurement out of the next. The function returns a JSON-able dict.
+    """
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "benchmarks.common", target, json.dumps(kwargs), str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-2000:]
+        if "Unavailable:" in tail:
+            raise Unavailable(tail.split("Unavailable:")[-1].strip().splitlines()[0])
+        raise RuntimeError(f"worker {target} {kwargs} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(lines[-1][len(RESULT_TAG) :])
+
+
+def _worker_main(argv: list[str]) -> int:
+    target, kwargs, threads = argv[0], json.loads(argv[1]), int(argv[2])
+    import torch
+
+    torch.set_num_threads(threads)
+    module_name, func_name = target.split(":")
+    result = getattr(importlib.import_module(module_name), func_name)(**kwargs)
+    from spkadv.fileio import _json_safe
+
+    print(RESULT_TAG + json.dumps(_json_safe(result)), flush=True)
+    return 0
+
+
+# -- the default model ----------------------------------------------------------------------------
+def trained_model_path() -> Path:
+    from spkadv.config import stage_dir
+
+    return stage_dir("default", "20_joint_training", create=False) / "model.pt"
+
+
+def default_model(prefer_trained: bool = True):
+    """The trained default model if it exists, else a freshly initialised one of the default
+    profile's architecture. Returns ``(ProtectionModel, description)``.
+
+    Timing does not depend on the weights, so a fresh model measures speed and memory equally well.
+    """
+    protect = require("spkadv.protect", "protection benchmarks")
+    path = trained_model_path()
+    if prefer_trained and path.is_file():
+        return protect.load_model(path), f"trained default model {path}"
+    import torch
+    from spkadv.models import RemovalModule, SSEDGenerator
+
+    config, eps, where = default_architecture()
+    torch.manual_seed(0)
+    generator, removal = SSEDGenerator(config).eval(), RemovalModule(config).eval()
+    model = protect.ProtectionModel(generator, removal, eps, "untrained", config, {})
+    return model, f"freshly initialised model, architecture from {where} ({path} not found)"
+
+
+def default_architecture():
+    """(SSEDConfig, eps, where it came from) of the default profile."""
+    from spkadv.config import load_profile
+    from spkadv.models import SSEDConfig
+
+    params = load_profile("default")
+    fields = {
+        "width": "MODEL_WIDTH",
+        "stages": "MODEL_STAGES",
+        "res_blocks": "MODEL_RES_BLOCKS",
+        "dilation_base": "MODEL_DILATION_BASE",
+        "spectral_norm": "MODEL_SPECTRAL_NORM",
+        "mask_norm": "MODEL_MASK_NORM",
+        "norm": "MODEL_NORM",
+        "level_scaled": "MODEL_LEVEL_SCALED",
+        "level_window": "MODEL_LEVEL_WINDOW",
+        "level_floor": "MODEL_LEVEL_FLOOR",
+    }
+    present = {f: params[k] for f, k in fields.items() if k in params}
+    where = (
+        "params/default.yaml"
+        if present
+        else "SSEDConfig defaults (params/default.yaml has no MODEL_* keys)"
+    )
+    return SSEDConfig(**present), float(params.get("EPS", 0.05)), where
+
+
+# -- test audio -----------------------------------------------------------------------------------
+def _shared_corpus() -> Path | None:
+    from spkadv.config import project_root
+
+    folder = (project_root() / SHARED_CORPUS).resolve()
+    return folder if (folder / "manifest.tsv").is_file() else None
+
+
+def speech_files(count: int, subset: str = "eval") -> tuple[list[Path], str]:
+    """Paths of ``count`` real speech files and a description of where they come from.
+
+    Uses the default profile's corpus when it exists, else the speechocean762 corpus beside the
+    project; raises :class:`Unavailable` when neither is there.
+    """
+    import csv
+
+    from spkadv.config import stage_dir
+
+    manifest = stage_dir("default", "00_data_prep", create=False) / "corpus" / "manifest.tsv"
+    if manifest.is_file():
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["subset"] == subset]
+        if rows:
+            return [Path(r["path"]) for r in rows[:count]], f"default corpus ({manifest})"
+    folder = _shared_corpus()
+    if folder is not None:
+        with open(folder / "manifest.tsv", newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["subset"] == subset]
+        return [folder / r["path"] for r in rows[:count]], f"speechocean762 ({folder})"
+    raise Unavailable("no speech corpus: run notebook 00_data_prep for the default profile")
+
+
+def speech_signal(seconds: float, seed: int = 0) -> tuple[np.ndarray, str]:
+    """A waveform of ``seconds`` (real speech tiled when a corpus is there, else seeded noise).
+
+    Processing time and memory do not depend on the content; real speech only makes the figures
+    look like a user's.
+    """
+    n = int(round(seconds * SAMPLE_RATE))
+    try:
+        from spkadv.audio import load_audio
+
+        paths, source = speech_files(8)
+        speech = np.concatenate([load_audio(p) for p in paths])
+        return np.resize(speech, n).astype(np.float32), source
+    except Unavailable:
+        rng = np.random.default_rng(seed)
+        return (0.05 * rng.standard_normal(n)).astype(
+            np.float32
+        ), "seeded Gaussian noise (no corpus)"
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker_main(sys.argv[1:]))

@@ -1,0 +1,195 @@
+"""Fast checks of the benchmark code (tiny sizes, no timed assertions) and of the PGD attack."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from spkadv import attacks
+from spkadv.models import RandomConvEncoder
+
+from benchmarks import bench_eval, bench_flops, bench_protect, bench_train, common, run_all
+
+
+# -- FLOP counting --------------------------------------------------------------------------------
+def test_count_flops_conv1d_matches_hand_count():
+    conv = torch.nn.Conv1d(2, 3, kernel_size=5, padding=0)
+    length = 100
+    # every output sample of every output channel: in_channels * kernel multiply-accumulates
+    macs = 3 * (length - 4) * 2 * 5
+    assert bench_flops.count_flops(conv, torch.zeros(1, 2, length)) == 2 * macs
+
+
+def test_count_flops_strided_conv_and_linear_match_hand_count():
+    conv = torch.nn.Conv1d(4, 8, kernel_size=3, stride=2, padding=1)
+    out_len = (64 + 2 - 3) // 2 + 1
+    assert bench_flops.count_flops(conv, torch.zeros(2, 4, 64)) == 2 * (2 * 8 * out_len * 4 * 3)
+    linear = torch.nn.Linear(6, 5)
+    assert bench_flops.count_flops(linear, torch.zeros(7, 6)) == 2 * 7 * 6 * 5
+
+
+def test_count_flops_of_a_sequential_adds_up():
+    net = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.ReLU(), torch.nn.Linear(20, 3))
+    assert bench_flops.count_flops(net, torch.zeros(4, 10)) == 2 * 4 * (10 * 20 + 20 * 3)
+
+
+def test_matmul_gflops_is_positive():
+    assert bench_flops.matmul_gflops(32, repeat=1) > 0
+
+
+# -- PGD ------------------------------------------------------------------------------------------
+@pytest.fixture
+def encoder() -> RandomConvEncoder:
+    return RandomConvEncoder(dim=16, seed=1)
+
+
+@pytest.fixture
+def wave() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return (0.1 * rng.standard_normal(4000)).astype(np.float32)
+
+
+def _cos(encoder, a, b) -> float:
+    with torch.no_grad():
+        za, zb = encoder.embed(torch.from_numpy(np.stack([a, b])))
+    return float(torch.nn.functional.cosine_similarity(za, zb, dim=0))
+
+
+def test_pgd_linf_lowers_similarity_within_budget(encoder, wave):
+    result = attacks.pgd(encoder, wave, linf=0.02, steps=10)
+    assert np.max(np.abs(result.x_adv - wave)) <= 0.02 + 1e-6
+    assert result.steps == 10
+    assert result.cos == pytest.approx(_cos(encoder, wave, result.x_adv), abs=1e-5)
+    assert result.cos < 0.9
+
+
+def test_pgd_snr_budget_holds(encoder, wave):
+    result = attacks.pgd(encoder, wave, snr_db=20.0, steps=8)
+    assert result.snr_db >= 20.0 - 1e-3
+    assert result.cos < _cos(encoder, wave, wave + 0.0) - 0.05
+
+
+def test_pgd_stops_at_target_similarity(encoder, wave):
+    full = attacks.pgd(encoder, wave, linf=0.02, steps=20)
+    target = (1.0 + full.cos) / 2  # halfway: reached well before the last step
+    early = attacks.pgd(encoder, wave, linf=0.02, steps=20, target_cos=target)
+    assert early.cos <= target
+    assert early.steps < full.steps
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "exactly one budget"),
+        ({"linf": 0.01, "snr_db": 30.0}, "exactly one budget"),
+        ({"linf": -1.0}, "linf must be > 0"),
+        ({"linf": 0.01, "steps": 0}, "steps must be >= 1"),
+    ],
+)
+def test_pgd_rejects_bad_arguments(encoder, wave, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        attacks.pgd(encoder, wave, **kwargs)
+
+
+def test_pgd_rejects_bad_waveforms(encoder, wave):
+    with pytest.raises(ValueError, match="1-D"):
+        attacks.pgd(encoder, np.stack([wave, wave]), linf=0.01)
+    with pytest.raises(ValueError, match="silent"):
+        attacks.pgd(encoder, np.zeros(4000, np.float32), snr_db=30.0)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def test_measure_peak_sees_a_large_allocation():
+    def allocate():
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        return float(block.sum())
+
+    value, seconds, peak = common.measure_peak(allocate)
+    assert value == 64 * 2**20 // 8
+    assert seconds > 0
+    assert peak == pytest.approx(64, abs=16)
+
+
+def test_best_time_returns_the_minimum():
+    calls = []
+    assert common.best_time(lambda: calls.append(1), repeat=3, warmup=2) >= 0
+    assert len(calls) == 5
+
+
+def test_run_worker_runs_in_a_fresh_process():
+    assert common.run_worker("benchmarks.bench_flops:matmul_gflops", {"n": 32, "repeat": 1}, 1) > 0
+
+
+@pytest.mark.slow
+def test_run_worker_reports_a_failing_worker():
+    with pytest.raises(RuntimeError, match="failed"):
+        common.run_worker("benchmarks.bench_flops:no_such_function", {}, 1)
+
+
+def test_default_model_without_a_trained_file_is_fresh(tmp_runs):
+    model, description = common.default_model()
+    assert "freshly initialised" in description
+    x = np.zeros(1600, np.float32)
+    from spkadv import protect
+
+    assert protect.protect(model, x).shape == x.shape
+
+
+# -- items at tiny sizes --------------------------------------------------------------------------
+def test_protect_worker_and_chunk_check_in_process(tmp_runs):
+    row = bench_protect.measure_length(seconds=1.0, chunk_seconds=0.25, repeats=1)
+    assert row["rtf_protect"] > 0 and row["rtf_restore"] > 0
+    assert row["peak_mem_mb"] >= 0
+    check = bench_protect.chunk_equivalence(seconds=1.0, chunk_seconds=[0.25])
+    assert check["local_model"] is True
+    assert check["max_abs_diff"] <= 1e-5
+
+
+def test_train_split_of_data_and_compute(tmp_runs):
+    result = bench_train.run(quick=True, device="cpu", encoder_name="random-conv")
+    assert result["timed_steps"] == bench_train.QUICK_STEPS - 1
+    assert 0.0 <= result["train_data_fraction"] <= 1.0
+    assert result["compute_s"] > 0
+    assert result["samples_per_s"] == pytest.approx(result["batch_size"] / result["step_s"])
+
+
+def test_eer_timing_reports_each_scorer():
+    out = bench_eval.eer_timing(2000)
+    assert out["trials"] == 2000
+    for name in ("eer", "eer_kaldi", "min_dcf"):
+        assert out[f"{name}_seconds"] > 0
+
+
+# -- run_all --------------------------------------------------------------------------------------
+def test_headline_gives_reasons_for_missing_figures():
+    results = {
+        "flops": {"status": "ok", "gflops_ratio_vs_matmul": 0.2},
+        "eval": {"status": "ok", "table_rerun_speedup": None, "table_rerun_reason": "no smoke run"},
+        "pgd": {"status": "unavailable", "reason": "no encoder"},
+    }
+    summary = run_all.headline(results)
+    assert summary["gflops_ratio_vs_matmul"] == 0.2
+    assert summary["table_rerun_speedup"] is None
+    assert summary["table_rerun_speedup_reason"] == "no smoke run"
+    assert "no encoder" in summary["pgd_speed_ratio_reason"]
+    assert "not run" in summary["train_data_fraction_reason"]
+    table = run_all.format_table(summary | {"eer_40k_trials_seconds": 0.5})
+    assert "eer_40k_trials_seconds" in table and "NO" in table
+
+
+def test_run_all_quick_writes_results(tmp_runs, capsys):
+    assert run_all.main(["--quick", "--only", "flops"]) == 0
+    summary = json.loads((tmp_runs / "bench" / "results.json").read_text())
+    assert summary["quick"] is True
+    assert summary["gflops_ratio_vs_matmul"] > 0
+    assert "pgd_speed_ratio_reason" in summary
+    flops = json.loads((tmp_runs / "bench" / "flops.json").read_text())
+    assert flops["status"] == "ok" and flops["generator_gflop_per_audio_second"] > 0
+    assert "gflops_ratio_vs_matmul" in capsys.readouterr().out
+
+
+def test_run_all_rejects_unknown_items():
+    with pytest.raises(SystemExit):
+        run_all.main(["--only", "nonsense"])
