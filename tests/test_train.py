@@ -128,6 +128,7 @@ def _script_setup(tmp_path: Path, steps: int) -> tuple[Path, Path]:
                 "MODEL_MASK_NORM": "sigmoid",
                 "MODEL_NORM": "none",
                 "MODEL_LEVEL_SCALED": "false",
+                "MODEL_INPUT_NORM": "true",
                 "MODEL_LEVEL_WINDOW": 801,
                 "MODEL_LEVEL_FLOOR": "1.0e-3",
                 "LOSS_ALPHA": 0.01,
@@ -168,6 +169,7 @@ def _script_args(tmp_path: Path, manifest: Path, profile: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # two interpreter starts: about 10-20 s
 def test_killed_script_resumes_to_the_same_final_step(tmp_path: Path) -> None:
     manifest, profile = _script_setup(tmp_path, steps=20)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

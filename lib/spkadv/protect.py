@@ -296,3 +296,94 @@ def read_tag(audio_path: str | os.PathLike) -> str | None:
         return str(read_json(path)["spkadv_model_fingerprint"])
     except (ValueError, KeyError, TypeError) as err:
         raise ModelFileError(f"{path}: unreadable fingerprint sidecar ({err})") from err
+
+
+# --- evaluation-set processing (notebooks 10 and 20) ------------------------------------------
+
+
+def quantize_pcm16(x: np.ndarray) -> np.ndarray:
+    """What storing ``x`` as 16-bit PCM does to it (soundfile's float -> int16 scaling)."""
+    return (np.round(np.clip(x, -1.0, 1.0 - 1.0 / 32768) * 32768) / 32768).astype(np.float32)
+
+
+def write_conditions(
+    model: ProtectionModel,
+    rows,
+    folders: dict[str, os.PathLike],
+    refine_iterations: int = 10,
+    int16_utterances: int = 0,
+    progress: bool = True,
+):
+    """Protect (and restore) every eval utterance; write ``<folder>/<utt_id>.wav`` as float WAV.
+
+    Args:
+        rows: manifest rows (``utt_id``, ``path``).
+        folders: condition -> folder, among ``adv`` (or ``adv_ssed``), ``rst``, ``rst_refined``.
+        int16_utterances: for the first N utterances, also measure restoration from x' stored as
+            16-bit PCM (one-shot, refined, and the quantisation floor SNR(x, x + q)).
+
+    Returns:
+        DataFrame with one row per utterance and the SNRs (dB) of each condition against x.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from spkadv.audio import load_audio, save_audio
+    from spkadv.metrics import snr_db
+
+    adv_key = next(k for k in folders if k.startswith("adv"))
+    records = []
+    for i, (utt, path) in enumerate(
+        tqdm(
+            list(zip(rows["utt_id"], rows["path"], strict=True)),
+            desc="eval set",
+            disable=not progress,
+        )
+    ):
+        x = load_audio(path)
+        out = {"utt_id": utt}
+        adv = protect(model, x)
+        save_audio(Path(folders[adv_key]) / f"{utt}.wav", adv)
+        out["snr_adv_db"] = snr_db(x, adv)
+        if "rst" in folders:
+            rst = restore(model, adv)
+            save_audio(Path(folders["rst"]) / f"{utt}.wav", rst)
+            out["snr_rst_db"] = snr_db(x, rst)
+        if "rst_refined" in folders:
+            ref = restore_refined(model, adv, refine_iterations)
+            save_audio(Path(folders["rst_refined"]) / f"{utt}.wav", ref)
+            out["snr_rst_refined_db"] = snr_db(x, ref)
+        if i < int16_utterances and model.removal is not None:
+            adv16 = quantize_pcm16(adv)
+            out["snr_int16_floor_db"] = snr_db(x, x + (adv16 - adv))
+            out["snr_rst_int16_db"] = snr_db(x, restore(model, adv16))
+            out["snr_rst_refined_int16_db"] = snr_db(
+                x, restore_refined(model, adv16, refine_iterations)
+            )
+        records.append(out)
+    return pd.DataFrame(records)
+
+
+def mean_db(values) -> float:
+    """Mean of per-utterance dB values, with inf (exact restoration) capped at 200 dB."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.mean(np.minimum(arr, 200.0)))
+
+
+def condition_eers(
+    trials, embeddings: dict[str, dict[str, np.ndarray]], pairs: list[str]
+) -> dict[str, float]:
+    """Pooled EER (percent, ROC-interpolated) of trial conditions ``"enrol-test"`` like ``rec-adv``.
+
+    Args:
+        embeddings: audio condition -> {utt_id: embedding}.
+    """
+    from spkadv import metrics
+
+    out = {}
+    for pair in pairs:
+        enrol, test = pair.split("-")
+        scores = metrics.score_trials(trials, embeddings[test], embeddings[enrol])
+        target = trials["target"].to_numpy().astype(bool)
+        out[pair] = metrics.eer(scores[target], scores[~target])
+    return out

@@ -85,6 +85,7 @@ def config_from_params(
         mask_norm=params["MODEL_MASK_NORM"],
         norm=params["MODEL_NORM"],
         level_scaled=params["MODEL_LEVEL_SCALED"],
+        input_norm=params["MODEL_INPUT_NORM"],
         level_window=params["MODEL_LEVEL_WINDOW"],
         level_floor=params["MODEL_LEVEL_FLOOR"],
     )
