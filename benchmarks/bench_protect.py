@@ -9,6 +9,7 @@ itself is allocated before that baseline; the output array is counted.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,37 @@ def chunk_equivalence(seconds: float, chunk_seconds: list[float]) -> dict[str, A
     return out
 
 
+def chunk_sweep(seconds: float, chunk_seconds: list[float]) -> dict[str, Any]:
+    """Worker: protect time, CPU user/system time and minor page faults for several chunk sizes.
+
+    Large chunks allocate large activation buffers that the allocator maps and unmaps afresh for
+    every chunk, so the kernel zeroes new pages each time (system time, page faults).
+    """
+    import resource
+
+    from spkadv import protect
+
+    model, _ = common.default_model()
+    x, _ = common.speech_signal(seconds)
+    protect.protect(model, x[: common.SAMPLE_RATE])
+    rows = []
+    for chunk in chunk_seconds:
+        common.release_free_memory()
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        protect.protect(model, x, chunk_seconds=chunk)
+        wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        rows.append(
+            {
+                "chunk_seconds": chunk,
+                "protect_s": wall,
+                "user_s": r1.ru_utime - r0.ru_utime,
+                "system_s": r1.ru_stime - r0.ru_stime,
+                "minor_page_faults": r1.ru_minflt - r0.ru_minflt,
+            }
+        )
+    return {"seconds": seconds, "overlap_samples": model.overlap, "rows": rows}
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     """All lengths × thread counts, each in a fresh process, plus the chunking check."""
     common.require("spkadv.protect", "protect/restore timing")
@@ -116,6 +148,20 @@ def run(quick: bool = False) -> dict[str, Any]:
         {"seconds": equiv_seconds, "chunk_seconds": [1.0] if quick else [30.0, 7.0]},
         1,
     )
+    sweep = common.run_worker(
+        "benchmarks.bench_protect:chunk_sweep",
+        {
+            "seconds": equiv_seconds,
+            "chunk_seconds": [2.0, 1.0] if quick else [30.0, 10.0, 5.0, 2.0],
+        },
+        1,
+    )
+    for r in sweep["rows"]:
+        print(
+            f"  chunk {r['chunk_seconds']:>4g} s on {equiv_seconds:g} s: {r['protect_s']:.2f} s "
+            f"(user {r['user_s']:.2f}, system {r['system_s']:.2f}), {r['minor_page_faults']} page faults",
+            flush=True,
+        )
     one = [r for r in rows if r["threads"] == 1]
     # linearity: time per audio second from 10 s up (1 s is dominated by per-call overhead)
     long_rows = [r for r in one if r["seconds"] >= 10.0] if not quick else one
@@ -127,6 +173,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "audio": rows[0]["audio"],
         "rows": rows,
         "chunk_equivalence": equiv,
+        "chunk_sweep": sweep,
         "rtf_protect_1thread": by_len[max(lengths)]["rtf_protect"],
         "rtf_restore_1thread": by_len[max(lengths)]["rtf_restore"],
         "rtf_protect_2threads": next(

@@ -102,15 +102,27 @@ def run(
         )
         encoder, encoder_used = train_mod.load_encoder("random-conv"), "random-conv (stand-in)"
     waves, audio_source = training_waves(8 if quick else 64)
+    from spkadv.config import load_profile
+
+    threads_before = torch.get_num_threads()
+    threads = 0 if quick else int(load_profile("default").get("TRAIN_THREADS", 0))
+    if threads and device_t.type == "cpu":
+        torch.set_num_threads(threads)  # as the default pipeline trains
     loader_cls = _timed_loader_class(train_mod.DataLoader)
     loader_cls.fetch_s, loader_cls.marks = [], []
-    with (
-        tempfile.TemporaryDirectory() as ckpt,
-        mock.patch.object(train_mod, "DataLoader", loader_cls),
-    ):
-        train_mod.train(config, waves, encoder, ckpt, progress=False, resume=False, device=device_t)
-        if device_t.type == "cuda":
-            torch.cuda.synchronize()
+    threads_used = torch.get_num_threads()
+    try:
+        with (
+            tempfile.TemporaryDirectory() as ckpt,
+            mock.patch.object(train_mod, "DataLoader", loader_cls),
+        ):
+            train_mod.train(
+                config, waves, encoder, ckpt, progress=False, resume=False, device=device_t
+            )
+            if device_t.type == "cuda":
+                torch.cuda.synchronize()
+    finally:
+        torch.set_num_threads(threads_before)
     marks, fetch = loader_cls.marks, loader_cls.fetch_s
     step_s = np.diff(marks)[1:]  # interval k: from batch k handed over to batch k+1 (skip step 0)
     data_s = np.asarray(fetch[2:] + [0.0])[
@@ -121,7 +133,7 @@ def run(
     return {
         "device": str(device_t),
         "autocast_bf16": device_t.type == "cuda",
-        "threads": torch.get_num_threads(),
+        "threads": threads_used,
         "config": where,
         "encoder": encoder_used,
         "audio": audio_source,

@@ -191,30 +191,22 @@ def default_model(prefer_trained: bool = True):
 
 
 def default_architecture():
-    """(SSEDConfig, eps, where it came from) of the default profile."""
+    """(SSEDConfig, eps, where it came from) of the default profile's joint model."""
     from spkadv.config import load_profile
     from spkadv.models import SSEDConfig
 
     params = load_profile("default")
-    fields = {
-        "width": "MODEL_WIDTH",
-        "stages": "MODEL_STAGES",
-        "res_blocks": "MODEL_RES_BLOCKS",
-        "dilation_base": "MODEL_DILATION_BASE",
-        "spectral_norm": "MODEL_SPECTRAL_NORM",
-        "mask_norm": "MODEL_MASK_NORM",
-        "norm": "MODEL_NORM",
-        "level_scaled": "MODEL_LEVEL_SCALED",
-        "level_window": "MODEL_LEVEL_WINDOW",
-        "level_floor": "MODEL_LEVEL_FLOOR",
-    }
-    present = {f: params[k] for f, k in fields.items() if k in params}
-    where = (
-        "params/default.yaml"
-        if present
-        else "SSEDConfig defaults (params/default.yaml has no MODEL_* keys)"
-    )
-    return SSEDConfig(**present), float(params.get("EPS", 0.05)), where
+    try:
+        from spkadv.train import config_from_params
+
+        config = config_from_params(params, "JOINT_STEPS", "JOINT_WARM_START_STEPS", joint=True)
+        return config.model, config.eps, "params/default.yaml"
+    except (ImportError, KeyError) as err:
+        return (
+            SSEDConfig(),
+            float(params.get("EPS", 0.05)),
+            f"SSEDConfig defaults (params/default.yaml: {err!r})",
+        )
 
 
 # -- test audio -----------------------------------------------------------------------------------
