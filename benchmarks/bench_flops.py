@@ -53,6 +53,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             generator(xt)
 
     t_gen = common.best_time(forward, repeat=3)
+    ops = op_shares(forward)
     gen_gflops = flops / t_gen / 1e9
     mm = matmul_gflops(QUICK_MATMUL_N if quick else MATMUL_N)
     params = sum(p.numel() for p in generator.parameters())
@@ -67,4 +68,16 @@ def run(quick: bool = False) -> dict[str, Any]:
         "matmul_n": QUICK_MATMUL_N if quick else MATMUL_N,
         "matmul_gflops": mm,
         "gflops_ratio_vs_matmul": gen_gflops / mm,
+        "generator_self_cpu_share_by_op": ops,
     }
+
+
+def op_shares(fn, top: int = 8) -> dict[str, float]:
+    """Share of self CPU time of the ``top`` torch operators in one call of ``fn``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return {e.key: round(e.self_cpu_time_total / total, 4) for e in events[:top]}

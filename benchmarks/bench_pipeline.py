@@ -91,15 +91,7 @@ def profile_training(profile: str, stage: str, quick: bool) -> dict[str, Any]:
     from benchmarks.bench_train import training_waves
 
     params = load_profile(profile)
-    prefix = TRAINING_STAGES[stage]
-    try:
-        config = train_mod.config_from_params(
-            params, f"{prefix}_STEPS", f"{prefix}_WARM_START_STEPS", prefix == "JOINT"
-        )
-        where = f"params/{profile}.yaml"
-    except KeyError as err:
-        config = train_mod.TrainConfig(model=common.default_architecture()[0])
-        where = f"TrainConfig defaults (params/{profile}.yaml lacks {err})"
+    config, where = common.profile_train_config(profile, TRAINING_STAGES[stage])
     steps = QUICK_PROFILE_STEPS if quick else PROFILE_STEPS
     config = dataclasses.replace(config, steps=steps, warm_start_steps=0, checkpoint_every=10**9)
     if quick:

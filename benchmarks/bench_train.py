@@ -49,17 +49,8 @@ def _timed_loader_class(base):
 
 
 def default_train_config(quick: bool):
-    """The default profile's joint-training configuration (or TrainConfig defaults), and where from."""
-    from spkadv.config import load_profile
-    from spkadv.train import TrainConfig, config_from_params
-
-    params = load_profile("default")
-    try:
-        config = config_from_params(params, "JOINT_STEPS", "JOINT_WARM_START_STEPS", joint=True)
-        where = "params/default.yaml"
-    except KeyError as err:
-        config = TrainConfig(model=common.default_architecture()[0])
-        where = f"TrainConfig defaults (params/default.yaml lacks {err})"
+    """The default profile's joint-training configuration for a few steps, and where it came from."""
+    config, where = common.profile_train_config("default", "JOINT")
     changes = {
         "steps": QUICK_STEPS if quick else STEPS,
         "warm_start_steps": 0,

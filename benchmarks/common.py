@@ -191,22 +191,71 @@ def default_model(prefer_trained: bool = True):
 
 
 def default_architecture():
-    """(SSEDConfig, eps, where it came from) of the default profile's joint model."""
+    """(SSEDConfig, eps, where it came from) of the default profile's model.
+
+    Each ``SSEDConfig`` field ``f`` is read from the profile key ``MODEL_<F>`` (as the training
+    notebooks do); fields without a key keep their defaults.
+    """
+    import dataclasses
+
     from spkadv.config import load_profile
     from spkadv.models import SSEDConfig
 
     params = load_profile("default")
-    try:
-        from spkadv.train import config_from_params
+    fields = {f.name: f"MODEL_{f.name.upper()}" for f in dataclasses.fields(SSEDConfig)}
+    present = {name: params[key] for name, key in fields.items() if key in params}
+    missing = sorted(key for key in fields.values() if key not in params)
+    where = "params/default.yaml" + (f" (defaults for {missing})" if missing else "")
+    return SSEDConfig(**present), float(params.get("EPS", 0.05)), where
 
-        config = config_from_params(params, "JOINT_STEPS", "JOINT_WARM_START_STEPS", joint=True)
-        return config.model, config.eps, "params/default.yaml"
-    except (ImportError, KeyError) as err:
-        return (
-            SSEDConfig(),
-            float(params.get("EPS", 0.05)),
-            f"SSEDConfig defaults (params/default.yaml: {err!r})",
-        )
+
+def profile_train_config(profile: str = "default", prefix: str = "JOINT"):
+    """The training configuration ``spkadv.train.config_from_params`` builds from a profile, with
+    ``TrainConfig`` defaults for keys the profile lacks (listed in the returned description)."""
+    from spkadv.config import load_profile
+    from spkadv.losses import LossWeights
+    from spkadv.train import TrainConfig, config_from_params
+
+    base, weights = TrainConfig(), LossWeights()
+    fallback = {
+        "EPS": base.eps,
+        "LEARNING_RATE": base.lr,
+        f"{prefix}_STEPS": base.steps,
+        f"{prefix}_WARM_START_STEPS": base.warm_start_steps,
+        "BATCH_SIZE": base.batch_size,
+        "CROP_SECONDS": base.crop_seconds,
+        "QUALITY_RAMP_STEPS": base.quality_ramp_steps,
+        "GRAD_CLIP": base.grad_clip,
+        "CHECKPOINT_EVERY": base.checkpoint_every,
+        "SEED": base.seed,
+        "LOSS_ALPHA": weights.alpha,
+        "LOSS_BETA": weights.beta,
+        "LOSS_GAMMA": weights.gamma,
+        "LOSS_THETA": weights.theta,
+        "LOSS_NORM": weights.norm,
+    }
+    model, _, _ = default_architecture() if profile == "default" else (None, None, None)
+    params = dict(load_profile(profile))
+    missing = []
+    for _ in range(len(fallback) + 20):
+        try:
+            config = config_from_params(
+                params, f"{prefix}_STEPS", f"{prefix}_WARM_START_STEPS", prefix == "JOINT"
+            )
+            break
+        except KeyError as err:
+            key = err.args[0]
+            if key.startswith("MODEL_") and model is not None:
+                params[key] = getattr(model, key.removeprefix("MODEL_").lower())
+            elif key in fallback:
+                params[key] = fallback[key]
+            else:
+                raise
+            missing.append(key)
+    where = f"params/{profile}.yaml" + (
+        f" (TrainConfig defaults for {sorted(missing)})" if missing else ""
+    )
+    return config, where
 
 
 # -- test audio -----------------------------------------------------------------------------------
