@@ -137,3 +137,31 @@ def test_bad_waveforms_are_rejected():
         purify.quantize(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="float"):
         purify.median_smooth(np.zeros(4, dtype=np.int16))
+
+
+def test_process_files_resumes_and_redoes_changed_inputs(tmp_path):
+    from spkadv.audio import load_audio, save_audio
+
+    src = {
+        u: save_audio(tmp_path / "in" / f"{u}.wav", tone(0.1, f))
+        for u, f in (("u1", 300.0), ("u2", 500.0))
+    }
+    calls = []
+
+    def transform(x, seed):
+        calls.append(seed)
+        return purify.quantize(x, 256)
+
+    out = purify.process_files(transform, src, tmp_path / "out", key="quantize_256", progress=False)
+    assert len(calls) == 2 and set(out) == {"u1", "u2"}
+    np.testing.assert_array_equal(
+        load_audio(out["u1"]), purify.quantize(load_audio(src["u1"]), 256)
+    )
+    purify.process_files(transform, src, tmp_path / "out", key="quantize_256", progress=False)
+    assert len(calls) == 2  # nothing changed: nothing redone
+    save_audio(src["u2"], tone(0.1, 700.0))
+    purify.process_files(transform, src, tmp_path / "out", key="quantize_256", progress=False)
+    assert len(calls) == 3  # only the changed source
+    purify.process_files(transform, src, tmp_path / "out", key="quantize_128", progress=False)
+    assert len(calls) == 5  # new parameters: everything
+    assert calls[0] == purify.utterance_seed(0, "u1") != purify.utterance_seed(0, "u2")

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +256,52 @@ def apply(spec: str, x: np.ndarray, sr: int = SAMPLE_RATE, seed: int | None = 0)
     """Run the transform named by ``spec`` (see the module docstring) on ``x``."""
     kind, param = parse_spec(spec)
     return _KINDS[kind][0](x, param, sr, seed)
+
+
+# --- whole folders --------------------------------------------------------------------------
+
+
+def utterance_seed(seed: int, utt_id: str) -> int:
+    """A per-utterance seed that does not depend on processing order."""
+    return zlib.crc32(f"{seed}:{utt_id}".encode())
+
+
+def process_files(
+    transform: Callable[[np.ndarray, int], np.ndarray],
+    sources: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    key: str,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "",
+) -> dict[str, Path]:
+    """Apply ``transform(x, seed)`` to every ``utt_id -> source`` file, writing ``out_dir/<utt_id>.wav``.
+
+    Resumable and change-aware: ``out_dir/provenance.json`` records, per utterance, the source's
+    sha256 and ``key`` (describe the transform and anything it depends on, e.g. a model
+    fingerprint); an output is recomputed only when it is missing or either of those changed.
+    Outputs are 32-bit float WAV (no extra quantisation).
+    """
+    from tqdm.auto import tqdm
+
+    from spkadv.audio import load_audio, save_audio
+    from spkadv.fileio import read_json, sha256_file, write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record_path = out_dir / "provenance.json"
+    record = read_json(record_path) if record_path.exists() else {}
+    outputs, done = {}, 0
+    for utt, src in tqdm(sorted(sources.items()), desc=desc or key, disable=not progress):
+        out = out_dir / f"{utt}.wav"
+        stamp = {"source_sha256": sha256_file(src), "key": key, "seed": utterance_seed(seed, utt)}
+        if not (out.exists() and record.get(utt) == stamp):
+            x = load_audio(src)
+            save_audio(out, transform(x, stamp["seed"]))
+            record[utt] = stamp
+            done += 1
+            if done % 50 == 0:  # keep the record current so an interrupted run resumes
+                write_json(record_path, record)
+        outputs[utt] = out
+    write_json(record_path, record)
+    return outputs
