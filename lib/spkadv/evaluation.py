@@ -404,7 +404,11 @@ def restrict_trials(trials: pd.DataFrame, test_utts: Iterable[str]) -> pd.DataFr
 
 
 def embed_conditions(
-    encoder, paths: Mapping[str, Mapping[str, Path]], batch_size: int = 8, progress: bool = True
+    encoder,
+    paths: Mapping[str, Mapping[str, Path]],
+    batch_size: int = 8,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """``{condition: {utt_id: path}}`` -> ``{condition: {utt_id: embedding}}`` with one encoder.
 
