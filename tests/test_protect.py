@@ -135,3 +135,41 @@ def test_tag_holds_only_the_fingerprint(tmp_path) -> None:
     assert P.read_tag(audio) == "ab" * 32
     assert P.tag_path(audio).read_text().count(":") == 1
     assert P.read_tag(tmp_path / "none.wav") is None
+
+
+def test_write_conditions_and_eers(tmp_path, model: P.ProtectionModel) -> None:
+    import pandas as pd
+    import soundfile as sf
+
+    rows = []
+    for i in range(3):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, _signal(3_000 + i, seed=i), 16_000, subtype="FLOAT")
+        rows.append({"utt_id": f"u{i}", "path": str(path)})
+    folders = {c: tmp_path / c for c in ("adv", "rst", "rst_refined")}
+    table = P.write_conditions(
+        model, pd.DataFrame(rows), folders, refine_iterations=2, int16_utterances=1, progress=False
+    )
+    assert len(table) == 3 and all((folders[c] / "u2.wav").exists() for c in folders)
+    assert table["snr_int16_floor_db"].notna().sum() == 1
+    assert (table["snr_rst_refined_db"] >= table["snr_rst_db"]).all()
+    written, _ = sf.read(folders["adv"] / "u1.wav", dtype="float32")
+    assert len(written) == 3_001 and sf.info(str(folders["adv"] / "u1.wav")).subtype == "FLOAT"
+    assert P.mean_db([10.0, float("inf")]) == pytest.approx(105.0)
+
+
+def test_condition_eers_pool_trials() -> None:
+    import pandas as pd
+
+    trials = pd.DataFrame(
+        {"enrol": ["a", "a", "b", "b"], "test": ["a2", "b2", "b2", "a2"], "target": [1, 0, 1, 0]}
+    )
+    clean = {
+        "a": np.array([1.0, 0.0]),
+        "b": np.array([0.0, 1.0]),
+        "a2": np.array([1.0, 0.1]),
+        "b2": np.array([0.1, 1.0]),
+    }
+    swapped = {**clean, "a2": clean["b2"], "b2": clean["a2"]}  # an attack that flips identities
+    eers = P.condition_eers(trials, {"rec": clean, "adv": swapped}, ["rec-rec", "rec-adv"])
+    assert eers["rec-rec"] == pytest.approx(0.0) and eers["rec-adv"] == pytest.approx(100.0)
