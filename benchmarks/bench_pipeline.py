@@ -133,6 +133,61 @@ def profile_training(profile: str, stage: str, quick: bool) -> dict[str, Any]:
     }
 
 
+def profile_quality(profile: str, quick: bool) -> dict[str, Any]:
+    """cProfile of Table 2's main library calls (``evaluation.quality_scores`` on the ``adv``
+    condition, ``asr.transcribe_files``) on a few eval utterances, plus the cost of each pitch
+    extractor and PESQ per second of audio."""
+    import time
+
+    import numpy as np
+    from spkadv import asr, data, evaluation, metrics
+    from spkadv.audio import load_audio
+    from spkadv.config import load_profile
+
+    params = load_profile(profile)
+    extractors = list(params.get("PITCH_EXTRACTORS", ["praat"]))
+    manifest = data.read_manifest(data.manifest_path(profile))
+    rows = manifest[manifest["subset"] == "eval"].head(2 if quick else 4)
+    try:
+        ref = evaluation.condition_paths(profile, rows, "rec")
+        adv = evaluation.condition_paths(profile, rows, "adv")
+    except FileNotFoundError as err:
+        raise common.Unavailable(str(err)) from err
+    profiler = cProfile.Profile()
+    with tempfile.TemporaryDirectory() as tmp:
+        profiler.enable()
+        evaluation.quality_scores(ref, {"adv": adv}, Path(tmp) / "q.csv", extractors, False)
+        asr.transcribe_files(
+            list(adv.values()),
+            params.get("ASR_BACKEND", "faster-whisper"),
+            params.get("ASR_MODEL", "base"),
+            cache_dir=False,
+            progress=False,
+        )
+        profiler.disable()
+    x = load_audio(next(iter(ref.values())))
+    y = load_audio(next(iter(adv.values())))
+    seconds = len(x) / common.SAMPLE_RATE
+    cost = {}
+    for extractor in ("praat", "dio", "harvest"):
+        metrics.f0_track(x, extractor=extractor)  # warm-up (imports)
+        t0 = time.perf_counter()
+        metrics.f0_track(x, extractor=extractor)
+        cost[f"f0_{extractor}_rtf"] = (time.perf_counter() - t0) / seconds
+    for name in ("pesq_nb_raw", "pesq_wb"):
+        fn = getattr(metrics, name)
+        t0 = time.perf_counter()
+        fn(x, y)
+        cost[f"{name}_rtf"] = (time.perf_counter() - t0) / seconds
+    return {
+        "how": f"cProfile of evaluation.quality_scores (adv, extractors {extractors}) and "
+        f"asr.transcribe_files ({params.get('ASR_MODEL', 'base')}) on {len(rows)} eval utterances "
+        f"of {profile}; per-call real-time factors on one {seconds:.1f} s utterance",
+        "real_time_factors": {k: round(float(np.float64(v)), 4) for k, v in cost.items()},
+        "cprofile_top_cumulative": _stats_table(pstats.Stats(profiler), TOP),
+    }
+
+
 def profile_notebook(profile: str, stage: str) -> dict[str, Any]:
     """cProfile of a non-training notebook run as a script on a temporary copy of the runs folder."""
     import nbformat
@@ -186,17 +241,23 @@ def run(quick: bool = False) -> dict[str, Any]:
         out["default_pipeline_minutes_reason"] = default.get("reason") or (
             f"the default pipeline has not completed every stage ({default['stages']})"
         )
-    # profile the slowest stage of the default run (else the smoke run, else joint training)
-    source = next((p for p in ("default", "smoke") if out[p].get("slowest_stage")), None)
+    # profile the slowest stage of the complete default run, else of the smoke run, else training
+    complete = [p for p in ("default", "smoke") if out[p].get("complete")]
+    partial = [p for p in ("default", "smoke") if out[p].get("slowest_stage")]
+    source = (complete or partial or [None])[0]
     stage = out[source]["slowest_stage"] if source else "20_joint_training"
     profile = source or "default"
     out["profiled_stage"] = stage
     out["profiled_stage_from"] = (
-        f"slowest stage of {source}" if source else "no summary yet: the training stage"
+        f"slowest stage of the {'complete' if source in complete else 'partial'} {source} run"
+        if source
+        else "no summary yet: the training stage"
     )
     try:
         if stage in TRAINING_STAGES:
             out["profile"] = profile_training(profile, stage, quick)
+        elif stage == "50_table2_quality":
+            out["profile"] = profile_quality(profile, quick)
         elif quick:
             out["profile"] = {"how": "not profiled in a quick run"}
         else:

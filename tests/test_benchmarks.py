@@ -193,3 +193,25 @@ def test_run_all_quick_writes_results(tmp_runs, capsys):
 def test_run_all_rejects_unknown_items():
     with pytest.raises(SystemExit):
         run_all.main(["--only", "nonsense"])
+
+
+def test_stage_minutes_reads_the_pipeline_summary(tmp_runs):
+    from spkadv.config import NOTEBOOK_STAGES
+    from spkadv.fileio import write_json
+
+    from benchmarks import bench_pipeline
+
+    assert bench_pipeline.stage_minutes("smoke")["summary"] is None
+    stages = {
+        s: {"status": "ok", "seconds": 60.0 * (i + 1)} for i, s in enumerate(NOTEBOOK_STAGES[:3])
+    }
+    write_json(tmp_runs / "smoke" / "summary.json", {"profile": "smoke", "stages": stages})
+    partial = bench_pipeline.stage_minutes("smoke")
+    assert partial["complete"] is False
+    assert partial["total_minutes"] == pytest.approx(6.0)
+    assert partial["slowest_stage"] == NOTEBOOK_STAGES[2]
+    stages.update({s: {"status": "skipped", "seconds": 30.0} for s in NOTEBOOK_STAGES[3:]})
+    write_json(tmp_runs / "smoke" / "summary.json", {"profile": "smoke", "stages": stages})
+    full = bench_pipeline.stage_minutes("smoke")
+    assert full["complete"] is True
+    assert full["total_minutes"] == pytest.approx(6.0 + 0.5 * len(NOTEBOOK_STAGES[3:]))
