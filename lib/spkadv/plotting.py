@@ -66,7 +66,7 @@ def det_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str =
     lo, hi = 1e-3, 0.6
     for label, (tar, non) in curves.items():
         fpr, fnr = det_curve(tar, non)
-        keep = (fpr > 0) | (fnr > 0)
+        keep = (fpr > 0) & (fnr > 0)  # zero error rates lie at minus infinity on these axes
         ax.plot(
             norm.ppf(np.clip(fpr[keep], lo, hi)),
             norm.ppf(np.clip(fnr[keep], lo, hi)),
