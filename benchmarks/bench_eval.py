@@ -107,6 +107,23 @@ def _run_stages(runs: Path, force: bool) -> float:
     return time.perf_counter() - t0
 
 
+def _slowest_cells(profile_runs: Path, top: int = 4) -> list[str]:
+    """The slowest code cells of the executed table notebooks (papermill's per-cell durations)."""
+    import json
+
+    cells = []
+    for stage in TABLE_STAGES:
+        executed = profile_runs / stage / f"{stage}.ipynb"
+        if not executed.exists():
+            continue
+        for i, cell in enumerate(json.loads(executed.read_text(encoding="utf-8"))["cells"]):
+            duration = cell.get("metadata", {}).get("papermill", {}).get("duration")
+            if cell["cell_type"] == "code" and duration:
+                first = "".join(cell["source"]).strip().splitlines()[0][:70]
+                cells.append((duration, f"{stage} cell {i}: {duration:.1f} s: {first}"))
+    return [text for _, text in sorted(cells, reverse=True)[:top]]
+
+
 def table_rerun() -> dict[str, Any]:
     from spkadv.config import notebooks_dir, runs_root
 
@@ -128,10 +145,14 @@ def table_rerun() -> dict[str, Any]:
             ignore=shutil.ignore_patterns("cache", *TABLE_STAGES, ".pipeline.lock"),
         )
         cold = _run_stages(runs, force=True)
+        cold_cells = _slowest_cells(runs / "smoke")
         warm = _run_stages(runs, force=True)
+        warm_cells = _slowest_cells(runs / "smoke")
     return {
         "table_cold_seconds": cold,
         "table_warm_seconds": warm,
+        "cold_slowest_cells": cold_cells,
+        "warm_slowest_cells": warm_cells,
         "table_rerun_speedup": cold / warm,
         "stages": list(TABLE_STAGES),
         "profile": "smoke",
