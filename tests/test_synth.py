@@ -84,6 +84,7 @@ def test_select_speakers_drops_near_duplicates():
 
 
 @needs_flite
+@pytest.mark.slow  # two tiny builds: about 4 s idle, 11 s on a busy 2-core machine
 def test_tiny_corpus_is_deterministic(tmp_path):
     config = synth.SynthConfig(
         eval_speakers_per_gender=1,

@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -55,6 +56,15 @@ WARP_RANGE = {
 }
 
 
+def _pyworld():
+    """Import pyworld without its pkg_resources deprecation warning (once per worker process)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        import pyworld
+
+    return pyworld
+
+
 class SynthError(RuntimeError):
     """The synthetic corpus cannot be built (missing synthesiser, impossible configuration)."""
 
@@ -66,9 +76,9 @@ class SynthConfig:
     eval_speakers_per_gender: int = 20
     train_speakers_per_gender: int = 20
     utterances_per_speaker: int = 12
-    candidates_per_gender: int = 48
+    candidates_per_gender: int = 46
     base_voices: tuple[str, ...] = ("awb", "rms", "slt", "kal16")
-    base_reuse: int = 4  # how many pseudo-speakers share one analysed base utterance (on average)
+    base_reuse: int = 6  # how many pseudo-speakers share one analysed base utterance (on average)
     min_seconds: float = 2.0
     max_seconds: float = 8.0
     screen_utterances: int = 4  # utterances per candidate embedded by the duplicate filter
@@ -239,7 +249,7 @@ def analyse_base(text: str, voice: str, out_path: Path) -> float:
 
     Returns the duration in seconds. The analysis is cached in ``out_path`` (npz, float32).
     """
-    import pyworld as pw
+    pw = _pyworld()
 
     if out_path.exists():
         with np.load(out_path) as data:
@@ -301,7 +311,7 @@ def synthesize_utterance(
     base_path: Path, spec: VoiceSpec, base_median: float, out_path: Path
 ) -> float:
     """Re-synthesise one analysed base utterance as ``spec``; returns the output duration (s)."""
-    import pyworld as pw
+    pw = _pyworld()
 
     if out_path.exists():
         return sf.info(str(out_path)).duration
