@@ -377,24 +377,22 @@ def write_table(
     return csv_path, md_path
 
 
-def select_test_utterances(
-    eval_rows: pd.DataFrame, per_speaker: int = 0, seed: int = 0
-) -> pd.DataFrame:
-    """A seeded subset of ``per_speaker`` utterances of each eval speaker (0 = all), sorted by utt_id.
+def select_test_utterances(eval_rows: pd.DataFrame, per_speaker: int = 0) -> pd.DataFrame:
+    """The first ``per_speaker`` utterances of each eval speaker in manifest order (0 = all).
 
-    Used to fit the CPU budget: trials are then restricted to test utterances in the subset
-    (the enrolment side keeps its own utterances), see :func:`restrict_trials`.
+    Used to fit the CPU budget: trials are then restricted to test utterances in the subset (the
+    enrolment side keeps its own utterances), see :func:`restrict_trials`. Manifest order matches
+    the quick-look subset of notebooks 10/20 (``EVAL_UTTS_PER_SPEAKER``), so a smaller subset here
+    only needs audio those notebooks wrote.
     """
     if per_speaker < 0:
         raise ValueError(f"per_speaker must be >= 0 (0 = all), got {per_speaker}")
-    if per_speaker == 0:
-        return eval_rows.sort_values("utt_id").reset_index(drop=True)
-    rng = np.random.default_rng(seed)
-    keep = []
-    for _, grp in eval_rows.sort_values("utt_id").groupby("speaker", sort=True):
-        idx = rng.permutation(len(grp))[: min(per_speaker, len(grp))]
-        keep.append(grp.iloc[np.sort(idx)])
-    return pd.concat(keep).sort_values("utt_id").reset_index(drop=True)
+    rows = (
+        eval_rows
+        if per_speaker == 0
+        else eval_rows.groupby("speaker", sort=False).head(per_speaker)
+    )
+    return rows.sort_values("utt_id").reset_index(drop=True)
 
 
 def restrict_trials(trials: pd.DataFrame, test_utts: Iterable[str]) -> pd.DataFrame:
