@@ -240,6 +240,7 @@ def test_prepare_corpus_synthetic_resumes_or_starts_afresh(tmp_path, monkeypatch
         out, "synthetic", synth_config=synth.SynthConfig(seed=1), progress=False
     )
     assert not info["reused"] and not stale.exists() and info["candidates"] == 1
+    assert info["build_minutes"] >= 0
     _, info = data.prepare_corpus(
         out, "synthetic", synth_config=synth.SynthConfig(seed=1, workers=1), progress=False
     )

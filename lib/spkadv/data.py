@@ -676,7 +676,7 @@ def prepare_corpus(
         embed_fn, embed_name: speaker encoder used to drop near-duplicate synthetic voices.
 
     Returns (manifest, info) with info holding ``skipped`` (list of "path: reason"), ``reused``,
-    ``fingerprint`` and source-specific details.
+    ``fingerprint``, ``build_minutes`` (of the build that made it) and source-specific details.
     """
     corpus_dir = Path(corpus_dir)
     if source not in ("synthetic", "manifest", "librispeech"):
@@ -714,6 +714,7 @@ def prepare_corpus(
     write_json(bpath, {"fingerprint": fingerprint, "settings": settings, "complete": False})
 
     info: dict = {}
+    started = time.time()
     if source == "synthetic":
         from spkadv import synth
 
@@ -734,6 +735,7 @@ def prepare_corpus(
         )
     write_manifest(manifest, mpath)
     build = {"fingerprint": fingerprint, "settings": settings, "skipped": skipped, **info}
+    build["build_minutes"] = (time.time() - started) / 60
     write_json(bpath, {**build, "complete": True})
     return read_manifest(mpath), {**build, "reused": False}
 
