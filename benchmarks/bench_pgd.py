@@ -20,9 +20,47 @@ from benchmarks import common
 UTTERANCES, QUICK_UTTERANCES = 8, 1
 MAX_SECONDS, QUICK_MAX_SECONDS = 6.0, 2.0
 PGD_MAX_STEPS = 100
+CURVE_UTTERANCES, CURVE_STEPS = 4, 20
+CURVE_TARGETS = (0.9, 0.8, 0.7, 0.5, 0.3)
 PGD_STEP_FRACTION = (
     0.1  # step length as a fraction of the budget radius: reaches the boundary in 10 steps
 )
+
+
+def _cost_curve(attacks, encoder, model, protect, paths, limit: int, quick: bool) -> dict[str, Any]:
+    """PGD time to reach several similarity targets, against the generator's time.
+
+    One fixed-length PGD run per utterance (SNR budget = the generator's SNR) records the
+    similarity after every step; the time to reach a target is (steps needed + 1) × the mean time
+    of a step. This tells what the speed ratio would be for a generator reaching that similarity.
+    """
+    from spkadv.audio import load_audio
+    from spkadv.metrics import snr_db
+
+    steps = 3 if quick else CURVE_STEPS
+    per_target: dict[float, list[float]] = {t: [] for t in CURVE_TARGETS}
+    for path in paths:
+        x = load_audio(path)[:limit]
+        t_gen = common.best_time(lambda x=x: protect.protect(model, x), repeat=3)
+        snr = snr_db(x, protect.protect(model, x))
+        radius = float(np.linalg.norm(x)) * 10 ** (-snr / 20)
+        t0 = time.perf_counter()
+        result = attacks.pgd(
+            encoder, x, snr_db=snr, steps=steps, step_size=PGD_STEP_FRACTION * radius
+        )
+        per_step = (time.perf_counter() - t0) / (steps + 1)
+        for target in CURVE_TARGETS:
+            reached = next((i for i, c in enumerate(result.history) if c <= target), None)
+            per_target[target].append(
+                float("nan") if reached is None else (reached + 1) * per_step / t_gen
+            )
+    return {
+        f"cos<={t:g}": {
+            "speed_ratio_median": float(np.nanmedian(v)) if not np.isnan(v).all() else None,
+            "reached_fraction": float(np.mean(~np.isnan(v))),
+        }
+        for t, v in ((t, np.asarray(v)) for t, v in per_target.items())
+    } | {"pgd_steps": steps, "utterances": len(paths)}
 
 
 def run(quick: bool = False, encoder_name: str = "campplus") -> dict[str, Any]:
@@ -85,8 +123,12 @@ def run(quick: bool = False, encoder_name: str = "campplus") -> dict[str, Any]:
             f"{result.snr_db:.1f} dB): ratio {r['speed_ratio']:.1f}x",
             flush=True,
         )
+    curve = _cost_curve(
+        attacks, encoder, model, protect, paths[: 1 if quick else CURVE_UTTERANCES], limit, quick
+    )
     ratios = [r["speed_ratio"] for r in rows]
     return {
+        "cost_by_target_similarity": curve,
         "model": model_source,
         "audio": audio_source,
         "encoder": encoder_name,

@@ -61,6 +61,7 @@ def test_pgd_linf_lowers_similarity_within_budget(encoder, wave):
     result = attacks.pgd(encoder, wave, linf=0.02, steps=10)
     assert np.max(np.abs(result.x_adv - wave)) <= 0.02 + 1e-6
     assert result.steps == 10
+    assert len(result.history) == 11 and result.history[-1] == result.cos
     assert result.cos == pytest.approx(_cos(encoder, wave, result.x_adv), abs=1e-5)
     assert result.cos < 0.9
 

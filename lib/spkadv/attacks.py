@@ -28,6 +28,7 @@ class PGDResult:
     cos: float  # cos(z, z') of the returned x_adv
     snr_db: float  # SNR of x_adv against x
     steps: int  # gradient steps taken (forward + backward passes through the encoder)
+    history: list[float] = dataclasses.field(default_factory=list)  # cos(z, z') of each iterate
 
 
 def _snr_db(x: torch.Tensor, delta: torch.Tensor) -> float:
@@ -90,10 +91,11 @@ def pgd(
     else:
         delta = 0.1 * radius * noise / noise.norm()
     delta = project(delta).requires_grad_(True)
-    taken, cos = 0, 1.0
+    taken, cos, history = 0, 1.0, []
     for taken in range(steps + 1):
         cos_t = F.cosine_similarity(z, encoder.embed(xt + delta), dim=-1).sum()
         cos = float(cos_t.detach())
+        history.append(cos)
         if taken == steps or (target_cos is not None and cos <= target_cos):
             break
         (grad,) = torch.autograd.grad(cos_t, delta)
@@ -105,4 +107,4 @@ def pgd(
             delta = project(delta - size * step).requires_grad_(True)
     delta = delta.detach()
     x_adv = (xt + delta).squeeze(0).cpu().numpy().astype(np.float32)
-    return PGDResult(x_adv, cos, _snr_db(xt, delta), taken)
+    return PGDResult(x_adv, cos, _snr_db(xt, delta), taken, history)
