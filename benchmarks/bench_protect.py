@@ -19,6 +19,7 @@ from benchmarks import common
 LENGTHS = (1.0, 10.0, 60.0, 600.0)
 QUICK_LENGTHS = (1.0, 4.0)
 THREADS = (1, 2)
+ALTERNATIVE_CHUNK_SECONDS = 5.0  # compared with the library default (see chunk_sweep)
 REPEATS = {1.0: 5, 10.0: 3}  # short inputs: best of several runs; long ones once
 
 
@@ -162,6 +163,13 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"(user {r['user_s']:.2f}, system {r['system_s']:.2f}), {r['minor_page_faults']} page faults",
             flush=True,
         )
+    alternative = []
+    if not quick:  # the same figures with smaller chunks (1 thread, 60 s and 600 s)
+        for seconds in (60.0, 600.0):
+            kwargs = {"seconds": seconds, "chunk_seconds": ALTERNATIVE_CHUNK_SECONDS, "repeats": 1}
+            alternative.append(
+                common.run_worker("benchmarks.bench_protect:measure_length", kwargs, 1)
+            )
     one = [r for r in rows if r["threads"] == 1]
     # linearity: time per audio second from 10 s up (1 s is dominated by per-call overhead)
     long_rows = [r for r in one if r["seconds"] >= 10.0] if not quick else one
@@ -191,4 +199,19 @@ def run(quick: bool = False) -> dict[str, Any]:
         "peak_mem_ratio_lengths_s": [max(lengths), ref_len],
         "chunked_vs_whole_max_abs_diff": equiv["max_abs_diff"],
     }
+    if alternative:
+        short, long = alternative
+        summary[f"chunk{ALTERNATIVE_CHUNK_SECONDS:g}s"] = {
+            "rows": alternative,
+            "peak_mem_ratio_600s_vs_60s": long["peak_mem_mb"] / short["peak_mem_mb"],
+            "time_per_second_ratio_600s_vs_60s": (long["protect_s"] + long["restore_s"])
+            / 10
+            / (short["protect_s"] + short["restore_s"]),
+        }
+        print(
+            f"  chunk {ALTERNATIVE_CHUNK_SECONDS:g} s: RTF 600 s {long['rtf_protect']:.4f} / "
+            f"{long['rtf_restore']:.4f}, peak 60 s +{short['peak_mem_mb']:.0f} MiB, "
+            f"600 s +{long['peak_mem_mb']:.0f} MiB",
+            flush=True,
+        )
     return summary
