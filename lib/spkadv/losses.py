@@ -93,14 +93,19 @@ def compute_losses(
     w: LossWeights,
     n_rev: torch.Tensor | None = None,
     m_rev: torch.Tensor | None = None,
+    detach_targets: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """All terms; ``total`` is L_SSED (eq. 4) or, given n' and m', L (eq. 9)."""
+    """All terms; ``total`` is L_SSED (eq. 4) or, given n' and m', L (eq. 9).
+
+    ``detach_targets`` stops L_rpt's gradients at n and m (so they train F_R only).
+    """
     terms = {"angular": angular_loss(z, z_adv), "quality": quality_loss(x, x_adv, m, w)}
     terms["ssed"] = ssed_loss(terms["angular"], terms["quality"], w)
     terms["total"] = terms["ssed"]
     if n_rev is not None and m_rev is not None:
-        terms["noise"] = noise_loss(n, n_rev, w)
-        terms["mask"] = mask_loss(m, m_rev, w)
+        n_t, m_t = (n.detach(), m.detach()) if detach_targets else (n, m)
+        terms["noise"] = noise_loss(n_t, n_rev, w)
+        terms["mask"] = mask_loss(m_t, m_rev, w)
         terms["rpt"] = rpt_loss(terms["mask"], terms["noise"], w)
         terms["total"] = joint_loss(terms["ssed"], terms["rpt"], w)
     return terms

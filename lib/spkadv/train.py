@@ -46,6 +46,9 @@ class TrainConfig:
     model: SSEDConfig = dataclasses.field(default_factory=SSEDConfig)
     weights: LossWeights = dataclasses.field(default_factory=LossWeights)
     joint: bool = True  # train F_R with L (eq. 9); False: F_P alone with L_SSED (eq. 4)
+    rpt_to_generator: bool = (
+        True  # L_rpt's gradients also reach F_P (literal eq. 9); False: F_R only
+    )
     eps: float = 0.05  # attack intensity (eq. 1 and 5)
     lr: float = 1.0e-4  # Adam learning rate
     steps: int = 100  # optimisation steps in total
@@ -100,6 +103,7 @@ def config_from_params(
         model=model,
         weights=weights,
         joint=joint,
+        rpt_to_generator=params.get("RPT_TO_GENERATOR", True),
         eps=params["EPS"],
         lr=params["LEARNING_RATE"],
         steps=params[steps_key],
@@ -287,10 +291,14 @@ def train(
             z_adv = encoder.embed(x_adv)
             n_rev = m_rev = None
             if rem_m is not None:
-                n_rev, m_rev = rem_m(x_adv, use_mask=use_mask)
+                # Without rpt_to_generator, F_R follows F_P: no gradient of L_rpt reaches F_P
+                # (measured: with it, F_P learned a trivially invertible saturated n = ±1).
+                cut = (lambda t: t) if config.rpt_to_generator else (lambda t: t.detach())
+                n_rev, m_rev = rem_m(cut(x_adv), use_mask=use_mask)
         terms = compute_losses(
             z.float(), z_adv.float(), x, x_adv.float(), n.float(), m.float(), weights,
             None if n_rev is None else n_rev.float(), None if m_rev is None else m_rev.float(),
+            detach_targets=not config.rpt_to_generator,
         )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
