@@ -137,3 +137,10 @@ def test_quality_scores_are_cached_by_content(tmp_path, monkeypatch):
         ref, {"rec": ref, "adv": adv}, cache, ["praat"], progress=False
     )
     pd.testing.assert_frame_equal(again, q)
+
+
+def test_existing_paths_lists_only_written_audio(tmp_runs):
+    rows = pd.DataFrame({"utt_id": ["u1", "u2"], "path": ["/a/u1.flac", "/a/u2.flac"]})
+    save_audio(config.condition_dir("smoke", "adv") / "u2.wav", np.zeros(100, np.float32))
+    assert list(evaluation.existing_paths("smoke", rows, "adv")) == ["u2"]
+    assert list(evaluation.existing_paths("smoke", rows, "rec")) == ["u1", "u2"]

@@ -96,6 +96,14 @@ def condition_paths(profile: str, eval_rows: pd.DataFrame, condition: str) -> di
     return paths
 
 
+def existing_paths(profile: str, eval_rows: pd.DataFrame, condition: str) -> dict[str, Path]:
+    """``utt_id -> audio path`` for the rows whose audio exists in a condition (all rows for rec)."""
+    if condition == "rec":
+        return condition_paths(profile, eval_rows, "rec")
+    folder = config.condition_dir(profile, condition)
+    return {u: folder / f"{u}.wav" for u in eval_rows["utt_id"] if (folder / f"{u}.wav").exists()}
+
+
 def split_available(
     profile: str, eval_rows: pd.DataFrame, conditions: Iterable[str]
 ) -> tuple[list[str], dict[str, str]]:
