@@ -35,12 +35,14 @@ def measure_length(
     warm, _ = common.speech_signal(1.0)
     protect.restore(model, protect.protect(model, warm, chunk_seconds=chunk), chunk_seconds=chunk)
     x, audio_source = common.speech_signal(seconds)
-    times_p, times_r, peaks_p, peaks_r = [], [], [], []
+    times_p, times_r, peaks_p, peaks_r, cpu_p, cpu_r = [], [], [], [], [], []
     for _ in range(repeats):
         y, t_p, peak_p = common.measure_peak(lambda: protect.protect(model, x, chunk_seconds=chunk))
+        cpu_p.append(common.measure_peak.last_cpu_seconds)
         _, t_r, peak_r = common.measure_peak(
             lambda y=y: protect.restore(model, y, chunk_seconds=chunk)
         )
+        cpu_r.append(common.measure_peak.last_cpu_seconds)
         times_p.append(t_p)
         times_r.append(t_r)
         peaks_p.append(peak_p)
@@ -52,6 +54,8 @@ def measure_length(
         "chunk_seconds": chunk,
         "protect_s": min(times_p),
         "restore_s": min(times_r),
+        "protect_cpu_s": min(cpu_p),
+        "restore_cpu_s": min(cpu_r),
         "rtf_protect": min(times_p) / seconds,
         "rtf_restore": min(times_r) / seconds,
         "peak_mem_protect_mb": max(peaks_p),
@@ -174,6 +178,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     # linearity: time per audio second from 10 s up (1 s is dominated by per-call overhead)
     long_rows = [r for r in one if r["seconds"] >= 10.0] if not quick else one
     per_second = [(r["protect_s"] + r["restore_s"]) / r["seconds"] for r in long_rows]
+    cpu_per_second = [(r["protect_cpu_s"] + r["restore_cpu_s"]) / r["seconds"] for r in long_rows]
     ref_len = 60.0 if not quick else lengths[0]
     by_len = {r["seconds"]: r for r in one}
     summary = {
@@ -193,6 +198,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             None,
         ),
         "linearity_spread": max(per_second) / min(per_second),
+        "linearity_spread_cpu_time": max(cpu_per_second) / min(cpu_per_second),
         "linearity_lengths_s": [r["seconds"] for r in long_rows],
         "peak_mem_ratio_600s_vs_60s": by_len[max(lengths)]["peak_mem_mb"]
         / by_len[ref_len]["peak_mem_mb"],
@@ -207,6 +213,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             "time_per_second_ratio_600s_vs_60s": (long["protect_s"] + long["restore_s"])
             / 10
             / (short["protect_s"] + short["restore_s"]),
+            "cpu_time_per_second_ratio_600s_vs_60s": (long["protect_cpu_s"] + long["restore_cpu_s"])
+            / 10
+            / (short["protect_cpu_s"] + short["restore_cpu_s"]),
         }
         print(
             f"  chunk {ALTERNATIVE_CHUNK_SECONDS:g} s: RTF 600 s {long['rtf_protect']:.4f} / "

@@ -30,6 +30,12 @@ HEADLINE: dict[str, tuple[str, str, str, Any]] = {
     "rtf_protect_2threads": ("protect", "rtf_protect_2threads", "", None),
     "rtf_restore_2threads": ("protect", "rtf_restore_2threads", "", None),
     "linearity_spread": ("protect", "linearity_spread", "<= 1.2", lambda v: v <= 1.2),
+    "linearity_spread_cpu_time": (
+        "protect",
+        "linearity_spread_cpu_time",
+        "<= 1.2",
+        lambda v: v <= 1.2,
+    ),
     "peak_mem_ratio_600s_vs_60s": (
         "protect",
         "peak_mem_ratio_600s_vs_60s",
