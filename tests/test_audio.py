@@ -145,3 +145,15 @@ def test_property_round_trip(tmp_path_factory, samples, subtype):
         y = load_audio(path)
     assert y.shape == x.shape
     np.testing.assert_allclose(y, x, atol=0 if subtype == "FLOAT" else 1 / 32768 + 1e-7)
+
+
+def test_outputs_get_ordinary_permissions(tmp_path: Path):
+    import os
+    import stat
+
+    from spkadv.fileio import write_text
+
+    path = write_text(tmp_path / "note.txt", "hello")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
