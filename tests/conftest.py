@@ -24,6 +24,34 @@ def pytest_configure(config: pytest.Config) -> None:
         pass
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items) -> None:
+    _drop_broken_lazy_modules()  # before hypothesis' own hook scans sys.modules
+
+
+@pytest.fixture(autouse=True)
+def _no_broken_lazy_modules():
+    _drop_broken_lazy_modules()  # modules imported by earlier tests
+    yield
+
+
+def _drop_broken_lazy_modules() -> None:
+    """Remove speechbrain's lazy shims whose targets cannot import (e.g. the optional k2 integration).
+
+    speechbrain registers lazy modules in ``sys.modules``; touching their ``__file__`` imports the
+    target. hypothesis scans ``sys.modules`` for constants and so crashes on the ones whose optional
+    dependency is absent. Resolving them once here keeps the working ones and drops the broken ones.
+    """
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if any(cls.__name__ == "LazyModule" for cls in type(module).__mro__):
+            try:
+                getattr(module, "__file__", None)
+            except ImportError:
+                del sys.modules[name]
+
+
 @pytest.fixture
 def tmp_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point ``spkadv.config.runs_root()`` at a temporary folder."""
