@@ -73,7 +73,8 @@ def test_complete_stages_are_skipped_until_forced(project):
     assert {s["status"] for s in summary["stages"].values()} == {"skipped"}
     assert runs_of(project, "00_first") == 1
     pipeline.run(str(project["profile"]), only=["10"], force=True, notebooks=project["notebooks"], progress=False)
-    assert runs_of(project, "00_first") == 1 and runs_of(project, "10_second") == 2
+    assert runs_of(project, "00_first") == 1 and runs_of(project, "10_second") == 1  # fresh folder
+    assert len(list((project["runs"] / ".previous").iterdir())) == 1
 
 
 def test_changed_parameters_rerun_the_stage_and_those_after(project):
@@ -81,7 +82,12 @@ def test_changed_parameters_rerun_the_stage_and_those_after(project):
     project["profile"].write_text("VALUE: 8  # changed\n")
     summary = pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
     assert summary["stages"]["10_second"]["metrics"] == {"value": 8}
-    assert runs_of(project, "00_first") == 2
+    # the stage starts clean (no stale checkpoints), and the old outputs are kept aside
+    assert runs_of(project, "00_first") == 1
+    previous = sorted((project["runs"] / ".previous").iterdir())
+    assert [p.name.split("-")[0] for p in previous] == ["00_first", "10_second"]
+    assert (previous[0] / "ran.txt").read_text() == "x"
+    assert read_json(previous[1] / "metrics.json") == {"value": 7}
 
 
 def test_failure_names_stage_and_cell_and_keeps_earlier_outputs(project):
@@ -134,4 +140,6 @@ def test_killed_run_resumes_without_redoing_finished_stages(project):
     summary = pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
     assert summary["stages"]["00_first"]["status"] == "skipped"
     assert summary["stages"]["10_second"]["status"] == "ok"
+    # resumed in place: what the killed run wrote (its checkpoints, in a real stage) is still there
     assert runs_of(project, "00_first") == 1 and runs_of(project, "10_second") == 2
+    assert not (project["runs"] / ".previous").exists()

@@ -1,8 +1,10 @@
 """Run the numbered notebooks in order with papermill: ``python -m spkadv.pipeline --profile NAME``.
 
 Each stage writes under ``runs/<profile>/<stem>/``; a stage whose last run succeeded with the same
-parameters is skipped (so an interrupted rerun resumes) unless ``--force``. Once a stage runs,
-the stages after it run too, since they read its outputs. ``runs/<profile>/summary.json`` records
+parameters is skipped unless ``--force``. A stage interrupted or failed with the same parameters
+resumes in place (its notebook picks up its checkpoints); a stage rerun with other parameters or
+``--force`` first has its earlier outputs moved to ``runs/<profile>/.previous/`` (never deleted).
+Once a stage runs, the stages after it run too, since they read its outputs. ``runs/<profile>/summary.json`` records
 per stage the status, the seconds it took and the metrics its notebook wrote. A lock file refuses
 a second pipeline on the same profile while one runs.
 """
@@ -97,15 +99,40 @@ def plan(profile: str, notebooks: Path, only=None, start=None) -> list[Stage]:
     return stages
 
 
-def is_complete(stage_path: Path, params_hash: str) -> bool:
-    record = stage_path / STAGE_RECORD
-    if not record.exists() or not (stage_path / "metrics.json").exists():
-        return False
+def stage_record(stage_path: Path) -> dict[str, Any]:
+    """The pipeline's record of a stage's last run (status and parameter hash), or {}."""
     try:
-        data = read_json(record)
+        return read_json(stage_path / STAGE_RECORD)
     except (OSError, ValueError):
-        return False
-    return data.get("status") == "ok" and data.get("params_hash") == params_hash
+        return {}
+
+
+def is_complete(stage_path: Path, params_hash: str) -> bool:
+    record = stage_record(stage_path)
+    return (
+        record.get("status") == "ok"
+        and record.get("params_hash") == params_hash
+        and (stage_path / "metrics.json").exists()
+    )
+
+
+def set_aside(stage_path: Path) -> Path | None:
+    """Move a stage's earlier outputs to ``runs/<profile>/.previous/<stem>-<time>/`` (nothing is deleted).
+
+    Used when a stage reruns with other parameters or with ``--force``: its notebook must not
+    resume from checkpoints or reuse outputs made with the old parameters.
+    """
+    if not stage_path.exists() or not any(stage_path.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = stage_path.parent / ".previous" / f"{stage_path.name}-{stamp}"
+    suffix = 1
+    while target.exists():
+        target = target.with_name(f"{stage_path.name}-{stamp}-{suffix}")
+        suffix += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(stage_path, target)
+    return target
 
 
 class ProfileLock:
@@ -199,12 +226,19 @@ def run(
                 entry["status"] = "skipped"
             else:
                 rerun_rest = True  # later stages read this one's outputs
+                record = stage_record(out_dir)
+                if record.get("params_hash") == digest and record.get("status") != "ok" and not force:
+                    print(f"{head}: resuming an interrupted or failed run in {out_dir}", flush=True)
+                elif (moved := set_aside(out_dir)) is not None:
+                    print(f"{head}: earlier outputs (other parameters or --force) moved to {moved}", flush=True)
+                out_dir = config.stage_dir(profile_name, stage.stem)
+                write_json(out_dir / STAGE_RECORD, {"status": "running", "params_hash": digest})
                 print(f"{head}: running with {stage.parameters}", flush=True)
-                (out_dir / STAGE_RECORD).unlink(missing_ok=True)
                 began = time.monotonic()
                 try:
                     _run_stage(stage, out_dir, progress)
                 except (PipelineError, KeyboardInterrupt) as err:
+                    write_json(out_dir / STAGE_RECORD, {"status": "failed", "params_hash": digest})
                     entry.update(status="failed", seconds=round(time.monotonic() - began, 1))
                     entry["error"] = str(err) if isinstance(err, PipelineError) else "interrupted"
                     summary["stages"][stage.stem] = entry
