@@ -10,7 +10,6 @@ import pytest
 import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from spkadv.audio import AudioError, load_audio, save_audio
 
 

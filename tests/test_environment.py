@@ -22,11 +22,23 @@ def test_environment_yml_parses_and_names_requirements():
 
 
 def test_every_requirement_is_pinned():
-    lines = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
+    lines = [
+        ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()
+    ]
     reqs = [ln for ln in lines if ln]
     unpinned = [r for r in reqs if not re.search(r"==|<", r)]
     assert not unpinned, f"unpinned requirements: {unpinned}"
     names = {re.split(r"[=<>!~]", r)[0].lower() for r in reqs}
-    required = {"jupyterlab", "papermill", "torch", "torchaudio", "speechbrain", "pesq",
-                "openai-whisper", "pyworld", "seaborn", "nbval"}
+    required = {
+        "jupyterlab",
+        "papermill",
+        "torch",
+        "torchaudio",
+        "speechbrain",
+        "pesq",
+        "openai-whisper",
+        "pyworld",
+        "seaborn",
+        "nbval",
+    }
     assert required <= names, f"missing: {required - names}"

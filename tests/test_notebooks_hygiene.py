@@ -26,8 +26,12 @@ def test_notebook_is_clean_and_parameterised(path: Path):
         f"{path.name} holds outputs; strip them (nbstripout)"
     )
     params = config.notebook_parameters(path)
-    assert params.get("PROFILE") == "smoke", f"{path.name}: the parameters cell must default to PROFILE = 'smoke'"
-    source = "".join(next(c for c in code if "parameters" in c["metadata"].get("tags", []))["source"])
+    assert params.get("PROFILE") == "smoke", (
+        f"{path.name}: the parameters cell must default to PROFILE = 'smoke'"
+    )
+    source = "".join(
+        next(c for c in code if "parameters" in c["metadata"].get("tags", []))["source"]
+    )
     for line in source.strip().splitlines():
         assert "#" in line, f"{path.name}: parameter line without a '# meaning' comment: {line!r}"
     text = "".join("".join(c["source"]) for c in code)

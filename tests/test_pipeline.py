@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from spkadv import pipeline
 from spkadv.fileio import read_json
 
@@ -28,16 +27,33 @@ write_metrics(PROFILE, "{stem}", {{"value": VALUE}})
 
 
 def make_notebook(path: Path, stem: str) -> None:
-    params = 'PROFILE = "smoke"  # profile\nVALUE = 1  # a number\nFAIL = False  # fail on purpose\n'
+    params = (
+        'PROFILE = "smoke"  # profile\nVALUE = 1  # a number\nFAIL = False  # fail on purpose\n'
+    )
     nb = {
         "cells": [
-            {"cell_type": "code", "id": "params", "metadata": {"tags": ["parameters"]}, "source": params,
-             "outputs": [], "execution_count": None},
-            {"cell_type": "code", "id": "work", "metadata": {}, "source": STAGE_CODE.format(stem=stem),
-             "outputs": [], "execution_count": None},
+            {
+                "cell_type": "code",
+                "id": "params",
+                "metadata": {"tags": ["parameters"]},
+                "source": params,
+                "outputs": [],
+                "execution_count": None,
+            },
+            {
+                "cell_type": "code",
+                "id": "work",
+                "metadata": {},
+                "source": STAGE_CODE.format(stem=stem),
+                "outputs": [],
+                "execution_count": None,
+            },
         ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
     }
     path.write_text(json.dumps(nb))
 
@@ -72,7 +88,13 @@ def test_complete_stages_are_skipped_until_forced(project):
     summary = pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
     assert {s["status"] for s in summary["stages"].values()} == {"skipped"}
     assert runs_of(project, "00_first") == 1
-    pipeline.run(str(project["profile"]), only=["10"], force=True, notebooks=project["notebooks"], progress=False)
+    pipeline.run(
+        str(project["profile"]),
+        only=["10"],
+        force=True,
+        notebooks=project["notebooks"],
+        progress=False,
+    )
     assert runs_of(project, "00_first") == 1 and runs_of(project, "10_second") == 1  # fresh folder
     assert len(list((project["runs"] / ".previous").iterdir())) == 1
 
@@ -96,7 +118,9 @@ def test_failure_names_stage_and_cell_and_keeps_earlier_outputs(project):
     data = json.loads(nb.read_text())
     data["cells"][0]["source"] = data["cells"][0]["source"].replace("FAIL = False", "FAIL = True")
     nb.write_text(json.dumps(data))
-    with pytest.raises(pipeline.PipelineError, match=r"10_second failed in cell 2 .*boom in 10_second"):
+    with pytest.raises(
+        pipeline.PipelineError, match=r"10_second failed in cell 2 .*boom in 10_second"
+    ):
         pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
     summary = read_json(project["runs"] / "summary.json")
     assert summary["stages"]["10_second"]["status"] == "failed"
@@ -113,7 +137,9 @@ def test_undeclared_profile_key_stops_before_running(project):
 
 def test_unknown_notebook_name_is_refused(project):
     with pytest.raises(pipeline.PipelineError, match="unknown notebook"):
-        pipeline.run(str(project["profile"]), only=["99"], notebooks=project["notebooks"], progress=False)
+        pipeline.run(
+            str(project["profile"]), only=["99"], notebooks=project["notebooks"], progress=False
+        )
 
 
 def test_second_pipeline_on_same_profile_is_refused(project):
@@ -126,8 +152,15 @@ def test_second_pipeline_on_same_profile_is_refused(project):
 
 def test_killed_run_resumes_without_redoing_finished_stages(project):
     env = dict(os.environ, TQDM_DISABLE="1", SLOW_STAGE_10_second="120")
-    cmd = [sys.executable, "-m", "spkadv.pipeline", "--profile", str(project["profile"]),
-           "--notebooks", str(project["notebooks"])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spkadv.pipeline",
+        "--profile",
+        str(project["profile"]),
+        "--notebooks",
+        str(project["notebooks"]),
+    ]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     marker = project["runs"] / "10_second" / "ran.txt"
     deadline = time.monotonic() + 120

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from spkadv import config
 from spkadv.profiles_check import key_blocks, problems
 
@@ -35,11 +34,20 @@ def test_profile_values_carry_a_comment(profile: Path):
 def _notebook(path: Path, params_source: str) -> Path:
     nb = {
         "cells": [
-            {"cell_type": "code", "id": "params", "metadata": {"tags": ["parameters"]}, "source": params_source,
-             "outputs": [], "execution_count": None},
+            {
+                "cell_type": "code",
+                "id": "params",
+                "metadata": {"tags": ["parameters"]},
+                "source": params_source,
+                "outputs": [],
+                "execution_count": None,
+            },
         ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
     }
     path.write_text(json.dumps(nb))
     return path

@@ -20,9 +20,12 @@ def calls(path: Path):
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
 def test_external_tools_are_called_with_argument_lists(path: Path):
     for node, name in calls(path):
-        assert name not in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput"), (
-            f"{path.name}:{node.lineno}: {name} runs a shell string"
-        )
+        assert name not in (
+            "os.system",
+            "os.popen",
+            "subprocess.getoutput",
+            "subprocess.getstatusoutput",
+        ), f"{path.name}:{node.lineno}: {name} runs a shell string"
         for kw in node.keywords:
             if kw.arg == "shell":
                 assert isinstance(kw.value, ast.Constant) and kw.value.value is False, (
@@ -33,7 +36,9 @@ def test_external_tools_are_called_with_argument_lists(path: Path):
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
 def test_weights_are_loaded_without_executing_code(path: Path):
     for node, name in calls(path):
-        assert name not in ("pickle.load", "pickle.loads", "torch.jit.load"), f"{path.name}:{node.lineno}: {name}"
+        assert name not in ("pickle.load", "pickle.loads", "torch.jit.load"), (
+            f"{path.name}:{node.lineno}: {name}"
+        )
         if name == "torch.load":
             flags = {kw.arg: kw.value for kw in node.keywords}
             value = flags.get("weights_only")
@@ -44,7 +49,9 @@ def test_weights_are_loaded_without_executing_code(path: Path):
 
 def test_the_rules_catch_a_violation(tmp_path: Path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import torch, subprocess\ntorch.load('x.pt')\nsubprocess.run('ls', shell=True)\n")
+    bad.write_text(
+        "import torch, subprocess\ntorch.load('x.pt')\nsubprocess.run('ls', shell=True)\n"
+    )
     with pytest.raises(AssertionError, match="weights_only"):
         test_weights_are_loaded_without_executing_code(bad)
     with pytest.raises(AssertionError, match="shell=True"):

@@ -34,7 +34,9 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.nd
     return y.numpy()
 
 
-def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE, allow_clipping: bool = True) -> np.ndarray:
+def load_audio(
+    path: str | os.PathLike, sr: int = SAMPLE_RATE, allow_clipping: bool = True
+) -> np.ndarray:
     """Read an audio file as mono float32 at ``sr``.
 
     Args:
@@ -79,7 +81,9 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE, allow_clipping: b
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def save_audio(path: str | os.PathLike, x: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "FLOAT") -> Path:
+def save_audio(
+    path: str | os.PathLike, x: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "FLOAT"
+) -> Path:
     """Write a mono waveform atomically (temporary file + rename).
 
     Args:

@@ -108,7 +108,7 @@ def _looks_like_float(text: str) -> bool:
         float(text)
     except ValueError:
         return False
-    return any(c in text.lower() for c in "e.") and not text.strip().lower() in ("inf", "nan")
+    return any(c in text.lower() for c in "e.") and text.strip().lower() not in ("inf", "nan")
 
 
 def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
@@ -116,12 +116,20 @@ def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
     nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
     cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
-        raise ProfileError(f"{notebook}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+        raise ProfileError(
+            f"{notebook}: expected exactly one cell tagged 'parameters', found {len(cells)}"
+        )
     source = "".join(cells[0]["source"])
     params: dict[str, Any] = {}
     for node in ast.parse(source).body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise ProfileError(f"{notebook}: the parameters cell may only hold `NAME = literal` lines")
+        if not (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+        ):
+            raise ProfileError(
+                f"{notebook}: the parameters cell may only hold `NAME = literal` lines"
+            )
         params[node.targets[0].id] = ast.literal_eval(node.value)
     return params
 
@@ -137,7 +145,9 @@ def write_metrics(profile: str, stage: str, metrics: dict[str, Any]) -> Path:
 def read_metrics(profile: str, stage: str) -> dict[str, Any]:
     path = stage_dir(profile, stage, create=False) / "metrics.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run notebook {stage} for profile {profile!r} first")
+        raise FileNotFoundError(
+            f"{path} is missing: run notebook {stage} for profile {profile!r} first"
+        )
     return read_json(path)
 
 

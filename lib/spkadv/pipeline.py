@@ -227,10 +227,17 @@ def run(
             else:
                 rerun_rest = True  # later stages read this one's outputs
                 record = stage_record(out_dir)
-                if record.get("params_hash") == digest and record.get("status") != "ok" and not force:
+                if (
+                    record.get("params_hash") == digest
+                    and record.get("status") != "ok"
+                    and not force
+                ):
                     print(f"{head}: resuming an interrupted or failed run in {out_dir}", flush=True)
                 elif (moved := set_aside(out_dir)) is not None:
-                    print(f"{head}: earlier outputs (other parameters or --force) moved to {moved}", flush=True)
+                    print(
+                        f"{head}: earlier outputs (other parameters or --force) moved to {moved}",
+                        flush=True,
+                    )
                 out_dir = config.stage_dir(profile_name, stage.stem)
                 write_json(out_dir / STAGE_RECORD, {"status": "running", "params_hash": digest})
                 print(f"{head}: running with {stage.parameters}", flush=True)
@@ -245,7 +252,10 @@ def run(
                     write_json(summary_path, summary)
                     raise
                 seconds = round(time.monotonic() - began, 1)
-                write_json(out_dir / STAGE_RECORD, {"status": "ok", "params_hash": digest, "seconds": seconds})
+                write_json(
+                    out_dir / STAGE_RECORD,
+                    {"status": "ok", "params_hash": digest, "seconds": seconds},
+                )
                 entry = {"status": "ok", "seconds": seconds}
                 print(f"{head}: done in {seconds / 60:.1f} min", flush=True)
             entry["metrics"] = config.read_metrics(profile_name, stage.stem)
@@ -262,24 +272,45 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spkadv.pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m spkadv.pipeline", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--profile", default="default", help="params/<NAME>.yaml or a YAML path")
-    parser.add_argument("--only", action="append", metavar="NB", help="run only this notebook (stem or number); repeatable")
-    parser.add_argument("--from", dest="start", metavar="NB", help="start at this notebook (stem or number)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NB",
+        help="run only this notebook (stem or number); repeatable",
+    )
+    parser.add_argument(
+        "--from", dest="start", metavar="NB", help="start at this notebook (stem or number)"
+    )
     parser.add_argument("--force", action="store_true", help="rerun stages even when complete")
-    parser.add_argument("--notebooks", type=Path, help="notebook folder (default: the repository's notebooks/)")
+    parser.add_argument(
+        "--notebooks", type=Path, help="notebook folder (default: the repository's notebooks/)"
+    )
     args = parser.parse_args(argv)
     if args.only and args.start:
         parser.error("use either --only or --from, not both")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING)
     try:
-        run(args.profile, args.only, args.start, args.force, args.notebooks, progress=not os.environ.get("TQDM_DISABLE"))
+        run(
+            args.profile,
+            args.only,
+            args.start,
+            args.force,
+            args.notebooks,
+            progress=not os.environ.get("TQDM_DISABLE"),
+        )
     except (PipelineError, config.ProfileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
+        print(
+            "interrupted: finished stages are kept; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

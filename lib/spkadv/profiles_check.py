@@ -31,7 +31,10 @@ def key_blocks(profile_path: Path) -> dict[str, str]:
 
 def problems(profile_path: Path, notebooks: Path) -> list[str]:
     """Every key of ``profile_path`` that its target notebook (or, for shared keys, no notebook) declares."""
-    declared = {nb.stem: config.notebook_parameters(nb) for nb in sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))}
+    declared = {
+        nb.stem: config.notebook_parameters(nb)
+        for nb in sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
+    }
     values = config.load_profile(profile_path)
     blocks = key_blocks(profile_path)
     found = []
@@ -45,7 +48,9 @@ def problems(profile_path: Path, notebooks: Path) -> list[str]:
                 )
             continue
         if block not in declared:
-            found.append(f"{profile_path.name}: key {key} sits in block '{block}', but notebooks/{block}.ipynb does not exist")
+            found.append(
+                f"{profile_path.name}: key {key} sits in block '{block}', but notebooks/{block}.ipynb does not exist"
+            )
             continue
         params = declared[block]
         if key not in params:
@@ -67,4 +72,6 @@ def _compatible(default, value) -> bool:
         return isinstance(default, bool) and isinstance(value, bool)
     if isinstance(default, int | float) and isinstance(value, int | float):
         return not (isinstance(default, int) and isinstance(value, float))
-    return type(default) is type(value) or (isinstance(default, list | tuple) and isinstance(value, list | tuple))
+    return type(default) is type(value) or (
+        isinstance(default, list | tuple) and isinstance(value, list | tuple)
+    )
