@@ -94,3 +94,20 @@ def test_detached_targets_keep_rpt_gradients_out_of_the_generator() -> None:
     assert not rpt.requires_grad  # nothing of L_rpt flows back into n, m
     L.compute_losses(*args)["rpt"].backward()
     assert n.grad is not None and float(n.grad.abs().sum()) > 0
+
+
+def test_snr_hinge_quality_is_zero_above_the_target_and_grows_in_db_below() -> None:
+    w = L.LossWeights(alpha=0.0, quality="snr_hinge", snr_target_db=30.0)
+    x = torch.ones(1, 100)
+    m = torch.zeros(1, 100)
+    above = L.quality_loss(x, x + 0.01, m, w)  # SNR 40 dB
+    below = L.quality_loss(x, x + 0.1, m, w)  # SNR 20 dB
+    assert float(above) == 0.0
+    assert math.isclose(float(below), 10.0, rel_tol=1e-4)
+    scaled = L.quality_loss(10 * x, 10 * x + 1.0, m, w)  # scale free: same SNR, same loss
+    assert math.isclose(float(scaled), float(below), rel_tol=1e-4)
+    assert float(L.quality_loss(x, x + 0.1, m, L.LossWeights(alpha=0.0))) != float(below)
+    with pytest.raises(ValueError, match="quality"):
+        L.LossWeights(quality="snr")
+    with pytest.raises(ValueError, match="snr_target_db"):
+        L.LossWeights(quality="snr_hinge", snr_target_db=float("nan"))

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 NORMS = ("l2", "rms")
+QUALITY_FORMS = ("eq3", "snr_hinge")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,8 @@ class LossWeights:
     gamma: float = 0.8  # eq. 8: L_noise weight inside L_rpt
     theta: float = 0.06  # eq. 9: L_rpt weight inside L
     norm: str = "l2"  # l2 (paper) | rms (l2 / sqrt(samples))
+    quality: str = "eq3"  # eq3 (paper) | snr_hinge: relu(snr_target_db - SNR(x, x')) in dB
+    snr_target_db: float = 30.0  # snr_hinge only: SNR below which the perturbation is penalised
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "gamma", "theta"):
@@ -36,6 +39,10 @@ class LossWeights:
                 raise ValueError(f"loss weight {name}={value} must lie in [0, 1]")
         if self.norm not in NORMS:
             raise ValueError(f"norm={self.norm!r}; choose one of {NORMS}")
+        if self.quality not in QUALITY_FORMS:
+            raise ValueError(f"quality={self.quality!r}; choose one of {QUALITY_FORMS}")
+        if not math.isfinite(self.snr_target_db):
+            raise ValueError(f"snr_target_db={self.snr_target_db} must be a finite number of dB")
 
 
 def vector_norm(v: torch.Tensor, norm: str = "l2") -> torch.Tensor:
@@ -52,7 +59,19 @@ def angular_loss(z: torch.Tensor, z_adv: torch.Tensor) -> torch.Tensor:
 def quality_loss(
     x: torch.Tensor, x_adv: torch.Tensor, m: torch.Tensor, w: LossWeights
 ) -> torch.Tensor:
-    """Eq. 3: (1-α)‖x'-x‖₂ + α‖m‖₂, batch mean."""
+    """Eq. 3: (1-α)‖x'-x‖₂ + α‖m‖₂, batch mean.
+
+    ``w.quality == "snr_hinge"`` (an option, not the paper's): the distortion term becomes
+    relu(snr_target_db - SNR(x, x')) per utterance, in dB. It is zero above the target SNR and scale
+    free, so the perturbation settles near the target instead of being pushed to full power by a
+    distortion term that is negligible beside L_angular at speech levels.
+    """
+    if w.quality == "snr_hinge":
+        power_x = x.pow(2).sum(-1)
+        power_d = (x_adv - x).pow(2).sum(-1)
+        snr = 10 * torch.log10((power_x + 1e-12) / (power_d + 1e-12))
+        hinge = torch.relu(w.snr_target_db - snr)
+        return ((1 - w.alpha) * hinge + w.alpha * vector_norm(m, w.norm)).mean()
     return (
         (1 - w.alpha) * vector_norm(x_adv - x, w.norm) + w.alpha * vector_norm(m, w.norm)
     ).mean()

@@ -59,6 +59,19 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm (0 = off)
     checkpoint_every: int = 50  # steps between checkpoints (also at every epoch end)
     seed: int = 0
+    removal_steps: int = 0  # joint only: extra steps after `steps`, F_P frozen, F_R alone on L_rpt
+    removal_init_from_generator: bool = False  # start that phase from F_P's weights, n negated
+
+    def __post_init__(self) -> None:
+        if self.removal_steps < 0:
+            raise ValueError(f"removal_steps={self.removal_steps} must be >= 0")
+        if self.removal_steps and not self.joint:
+            raise ValueError("removal_steps > 0 needs joint=True (there is no F_R to fine-tune)")
+
+    @property
+    def total_steps(self) -> int:
+        """Joint (or SSED) steps plus the removal fine-tuning steps."""
+        return self.steps + self.removal_steps
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,6 +111,8 @@ def config_from_params(
         gamma=params["LOSS_GAMMA"],
         theta=params["LOSS_THETA"],
         norm=params["LOSS_NORM"],
+        quality=params.get("LOSS_QUALITY", "eq3"),
+        snr_target_db=params.get("SNR_TARGET_DB", 30.0),
     )
     return TrainConfig(
         model=model,
@@ -114,6 +129,10 @@ def config_from_params(
         grad_clip=params["GRAD_CLIP"],
         checkpoint_every=params["CHECKPOINT_EVERY"],
         seed=params["SEED"],
+        removal_steps=params.get("REMOVAL_FINETUNE_STEPS", 0) if joint else 0,
+        removal_init_from_generator=params.get("REMOVAL_INIT_FROM_GENERATOR", False)
+        if joint
+        else False,
     )
 
 
@@ -259,7 +278,8 @@ def train(
             else None
         )
 
-    last = config.steps if stop_after is None else min(config.steps, step + stop_after)
+    total = config.total_steps
+    last = total if stop_after is None else min(total, step + stop_after)
     loader = DataLoader(
         CropDataset(waves, config.crop_samples, config.seed),
         batch_size=config.batch_size,
@@ -271,13 +291,38 @@ def train(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.steps, initial=step, desc="training", disable=not progress or rank != 0)
+    bar = tqdm(total=total, initial=step, desc="training", disable=not progress or rank != 0)
     t0 = time.perf_counter()
     generator.train()
     if removal is not None:
         removal.train()
     for x in loader:
         x = x.to(device, non_blocking=cuda)
+        if step >= config.steps:  # removal fine-tuning: F_P frozen, F_R alone on L_rpt (eq. 8)
+            generator.eval()
+            if step == config.steps:
+                if config.removal_init_from_generator:
+                    init_removal_from_generator(removal, generator)
+            record = _removal_step(config, generator, rem_m, x, optimizer, params)
+            step += 1
+            record["step"] = step
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(rpt=f"{record['rpt']:.4f}")
+            if rank == 0 and (step % config.checkpoint_every == 0 or step == last):
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "step": step,
+                        "config": config.to_dict(),
+                        "generator": generator.state_dict(),
+                        "removal": removal.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "history": history,
+                        "elapsed_s": elapsed + time.perf_counter() - t0,
+                    },
+                )
+            continue
         use_mask = step >= config.warm_start_steps
         ramp = (
             min(1.0, (step + 1) / config.quality_ramp_steps) if config.quality_ramp_steps else 1.0
@@ -341,19 +386,56 @@ def train(
     return TrainResult(_unwrap(generator), removal, history, step, elapsed / 60, resumed_from)
 
 
+def init_removal_from_generator(removal: RemovalModule, generator: SSEDGenerator) -> None:
+    """Copy F_P's weights into F_R with the noise decoder's output negated (tanh is odd), so that
+    F_R(x') = (-n(x'), m(x')) ≈ (-n(x), m(x)) from the start, x' being close to x."""
+    with torch.no_grad():
+        removal.load_state_dict(generator.state_dict())
+        last = [mod for mod in removal.noise_decoder.modules() if isinstance(mod, torch.nn.Conv1d)][
+            -1
+        ]
+        weight = getattr(last, "parametrizations", None)
+        (weight.weight.original if weight is not None else last.weight).neg_()
+        last.bias.neg_()
+
+
+def _removal_step(config, generator, removal, x, optimizer, params) -> dict[str, float]:
+    """One step of L_rpt (eq. 8) for F_R alone; no speaker encoder involved."""
+    from spkadv.losses import mask_loss, noise_loss, rpt_loss
+
+    with torch.no_grad():
+        n, m = generator(x)
+        x_adv = x + config.eps * n * m
+    n_rev, m_rev = removal(x_adv)
+    w = config.weights
+    terms = {"noise": noise_loss(n, n_rev, w), "mask": mask_loss(m, m_rev, w)}
+    terms["rpt"] = rpt_loss(terms["mask"], terms["noise"], w)
+    optimizer.zero_grad(set_to_none=True)
+    terms["rpt"].backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    optimizer.step()
+    with torch.no_grad():
+        restored = x_adv + config.eps * n_rev * m_rev
+        snr = 10 * torch.log10(x.pow(2).sum() / (restored - x).pow(2).sum().clamp_min(1e-20))
+    record = {k: float(v.detach()) for k, v in terms.items()}
+    record.update(snr_rst_db=float(snr), phase_removal=1.0)
+    return record
+
+
 def plot_history(history: list[dict[str, float]], title: str = ""):
     """Loss curves (one panel per term) and the batch SNR of x'; returns a matplotlib Figure."""
     import matplotlib.pyplot as plt
 
     keys = [
         k
-        for k in ("total", "angular", "quality", "rpt", "noise", "mask", "snr_db")
-        if k in history[0]
+        for k in ("total", "angular", "quality", "rpt", "noise", "mask", "snr_db", "snr_rst_db")
+        if any(k in h for h in history)
     ]
     fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.6), squeeze=False)
     steps = [h["step"] for h in history]
     for ax, key in zip(axes[0], keys, strict=True):
-        ax.plot(steps, [h[key] for h in history], lw=0.8)
+        ax.plot(steps, [h.get(key, float("nan")) for h in history], lw=0.8)
         ax.set_title(key)
         ax.set_xlabel("step")
     fig.suptitle(title)
