@@ -66,3 +66,31 @@ def shared_corpus() -> Path:
     if not (SHARED_DATA / "manifest.tsv").exists():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+def write_notebook(path: Path, params_source: str, *code_cells: str) -> Path:
+    """A minimal notebook: a cell tagged ``parameters`` and the given code cells (kernel python3)."""
+    import json
+
+    sources = [params_source, *code_cells]
+    cells = [
+        {
+            "cell_type": "code",
+            "id": f"cell{i}",
+            "metadata": {"tags": ["parameters"]} if i == 0 else {},
+            "source": source,
+            "outputs": [],
+            "execution_count": None,
+        }
+        for i, source in enumerate(sources)
+    ]
+    nb = {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb))
+    return path

@@ -14,6 +14,8 @@ import pytest
 from spkadv import pipeline
 from spkadv.fileio import read_json
 
+from .conftest import write_notebook
+
 STAGE_CODE = """
 from spkadv.config import stage_dir, write_metrics
 import os, time
@@ -30,32 +32,7 @@ def make_notebook(path: Path, stem: str) -> None:
     params = (
         'PROFILE = "smoke"  # profile\nVALUE = 1  # a number\nFAIL = False  # fail on purpose\n'
     )
-    nb = {
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": "params",
-                "metadata": {"tags": ["parameters"]},
-                "source": params,
-                "outputs": [],
-                "execution_count": None,
-            },
-            {
-                "cell_type": "code",
-                "id": "work",
-                "metadata": {},
-                "source": STAGE_CODE.format(stem=stem),
-                "outputs": [],
-                "execution_count": None,
-            },
-        ],
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    path.write_text(json.dumps(nb))
+    write_notebook(path, params, STAGE_CODE.format(stem=stem))
 
 
 @pytest.fixture

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from spkadv import config
 from spkadv.profiles_check import key_blocks, problems
+
+from .conftest import write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "params").glob("*.yaml"))
@@ -31,32 +32,12 @@ def test_profile_values_carry_a_comment(profile: Path):
     assert not missing, f"{profile.name}: values without a '# meaning' comment: {missing}"
 
 
-def _notebook(path: Path, params_source: str) -> Path:
-    nb = {
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": "params",
-                "metadata": {"tags": ["parameters"]},
-                "source": params_source,
-                "outputs": [],
-                "execution_count": None,
-            },
-        ],
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    path.write_text(json.dumps(nb))
-    return path
-
-
-def test_unknown_key_is_reported_with_key_and_notebook(tmp_path: Path):
+def test_unknown_key_is_reported_with_key_andwrite_notebook(tmp_path: Path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    _notebook(notebooks / "00_data_prep.ipynb", 'PROFILE = "smoke"  # profile\nSEED = 0  # seed\n')
+    write_notebook(
+        notebooks / "00_data_prep.ipynb", 'PROFILE = "smoke"  # profile\nSEED = 0  # seed\n'
+    )
     profile = tmp_path / "bad.yaml"
     profile.write_text("# --- 00_data_prep ---\nSEED: 1  # seed\nSEEED: 2  # a typo\n")
     found = problems(profile, notebooks)
@@ -67,7 +48,7 @@ def test_unknown_key_is_reported_with_key_and_notebook(tmp_path: Path):
 def test_shared_key_must_be_declared_somewhere(tmp_path: Path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    _notebook(notebooks / "10_x.ipynb", "A = 1  # a\n")
+    write_notebook(notebooks / "10_x.ipynb", "A = 1  # a\n")
     profile = tmp_path / "p.yaml"
     profile.write_text("# --- shared ---\nA: 2  # ok\nB: 3  # nobody reads it\n")
     assert key_blocks(profile) == {"A": "shared", "B": "shared"}
@@ -78,7 +59,7 @@ def test_shared_key_must_be_declared_somewhere(tmp_path: Path):
 def test_type_mismatch_is_reported(tmp_path: Path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    _notebook(notebooks / "10_x.ipynb", "STEPS = 10  # steps\n")
+    write_notebook(notebooks / "10_x.ipynb", "STEPS = 10  # steps\n")
     profile = tmp_path / "p.yaml"
     profile.write_text("# --- 10_x ---\nSTEPS: 1.5  # a float where an int is expected\n")
     assert "STEPS" in problems(profile, notebooks)[0]
