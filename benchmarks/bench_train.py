@@ -54,6 +54,7 @@ def default_train_config(quick: bool):
     changes = {
         "steps": QUICK_STEPS if quick else STEPS,
         "warm_start_steps": 0,
+        "removal_steps": 0,  # the removal fine-tuning phase has no encoder step to time
         "checkpoint_every": 10**9,
     }
     if quick:

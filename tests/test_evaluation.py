@@ -117,7 +117,7 @@ def test_frame_markdown():
 
 
 def test_quality_scores_are_cached_by_content(tmp_path, monkeypatch):
-    from test_metrics import speech_like, with_noise
+    from .test_metrics import speech_like, with_noise
 
     x = speech_like(2.0)
     ref = {"u1": save_audio(tmp_path / "rec" / "u1.wav", x)}
