@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from spkadv import config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -51,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
             help="output sample format (default: %(default)s)",
         )
         p.add_argument(
-            "--chunk-seconds", type=float, default=5.0, help="block length in seconds (bounded memory; the output does not depend on it)"
+            "--chunk-seconds",
+            type=float,
+            default=5.0,
+            help="block length in seconds (bounded memory; the output does not depend on it)",
         )
         p.add_argument("--overwrite", action="store_true", help="replace existing output files")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
