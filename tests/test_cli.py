@@ -71,58 +71,22 @@ def test_round_trip_on_an_odd_length_file(tmp_path: Path, models, capsys) -> Non
     )
 
 
+def _restore(src: Path, out: Path, model: Path, *extra: str) -> int:
+    return cli.main(["restore", str(src), "-o", str(out), "--model", str(model), "--quiet", *extra])
+
+
 def test_restore_refuses_a_file_protected_by_another_model(tmp_path: Path, models, capsys) -> None:
     src = _wav(tmp_path / "a.wav")
     adv = tmp_path / "adv.wav"
     cli.main(["protect", str(src), "-o", str(adv), "--model", str(models[0]), "--quiet"])
     capsys.readouterr()
-    assert (
-        cli.main(
-            [
-                "restore",
-                str(adv),
-                "-o",
-                str(tmp_path / "r.wav"),
-                "--model",
-                str(models[1]),
-                "--quiet",
-            ]
-        )
-        == 1
-    )
+    assert _restore(adv, tmp_path / "r.wav", models[1]) == 1
     err = capsys.readouterr().err
     assert "protected by another model" in err and not (tmp_path / "r.wav").exists()
     # a file without sidecar is refused unless asked
-    assert (
-        cli.main(
-            [
-                "restore",
-                str(src),
-                "-o",
-                str(tmp_path / "r.wav"),
-                "--model",
-                str(models[0]),
-                "--quiet",
-            ]
-        )
-        == 1
-    )
+    assert _restore(src, tmp_path / "r.wav", models[0]) == 1
     assert "no fingerprint sidecar" in capsys.readouterr().err
-    assert (
-        cli.main(
-            [
-                "restore",
-                str(src),
-                "-o",
-                str(tmp_path / "r.wav"),
-                "--model",
-                str(models[0]),
-                "--quiet",
-                "--ignore-fingerprint",
-            ]
-        )
-        == 0
-    )
+    assert _restore(src, tmp_path / "r.wav", models[0], "--ignore-fingerprint") == 0
 
 
 def test_input_is_never_overwritten(tmp_path: Path, models, capsys, monkeypatch) -> None:
