@@ -191,6 +191,29 @@ def _fmt(v: float, digits: int = 2) -> str:
     return f"{v:.{digits}f}"
 
 
+def _condition_cells(grp: pd.DataFrame, conds: list[str], cell) -> list[str]:
+    """One Markdown cell per condition: ``cell(row)`` for the condition's first row, else a dash."""
+    cells = []
+    for cond in conds:
+        rows = grp[grp["condition"] == cond]
+        cells.append("–" if rows.empty else cell(rows.iloc[0]))
+    return cells
+
+
+def _table1_cell(r) -> str:
+    cell = f"{_fmt(r.eer)} [{_fmt(r.ci_low, 1)}, {_fmt(r.ci_high, 1)}]"
+    if not math.isnan(r.paper_eer):
+        cell += f" (paper {_fmt(r.paper_eer)}, Δ {r.diff_eer:+.2f})"
+    return cell
+
+
+def _table2_cell(r) -> str:
+    cell = _fmt(r.value)
+    if not (isinstance(r.paper_value, float) and math.isnan(r.paper_value)):
+        cell += f" ({_fmt(r.paper_value)})"
+    return cell
+
+
 def table1_markdown(table: pd.DataFrame) -> str:
     """The paper's layout: a row per (set, gender, encoder), a column per condition, 'ours (paper)'."""
     conds = list(dict.fromkeys(table["condition"]))
@@ -199,17 +222,7 @@ def table1_markdown(table: pd.DataFrame) -> str:
     for (set_name, gender, role, enc), grp in table.groupby(
         ["set", "gender", "encoder", "encoder_name"], sort=False
     ):
-        cells = []
-        for cond in conds:
-            r = grp[grp["condition"] == cond]
-            if r.empty:
-                cells.append("–")
-                continue
-            r = r.iloc[0]
-            cell = f"{_fmt(r.eer)} [{_fmt(r.ci_low, 1)}, {_fmt(r.ci_high, 1)}]"
-            if not math.isnan(r.paper_eer):
-                cell += f" (paper {_fmt(r.paper_eer)}, Δ {r.diff_eer:+.2f})"
-            cells.append(cell)
+        cells = _condition_cells(grp, conds, _table1_cell)
         lines.append(f"| {set_name} | {gender} | {role} ({enc}) | " + " | ".join(cells) + " |")
     notes = sorted({p for p in table["paper_set"] if p and "not in the paper" in p})
     text = (
@@ -354,17 +367,7 @@ def table2_markdown(table: pd.DataFrame) -> str:
     conds = list(dict.fromkeys(table["condition"]))
     lines = ["| metric | " + " | ".join(conds) + " |", "|" + "---|" * (1 + len(conds))]
     for metric, grp in table.groupby("metric", sort=False):
-        cells = []
-        for cond in conds:
-            r = grp[grp["condition"] == cond]
-            if r.empty:
-                cells.append("–")
-                continue
-            r = r.iloc[0]
-            cell = _fmt(r.value)
-            if not (isinstance(r.paper_value, float) and math.isnan(r.paper_value)):
-                cell += f" ({_fmt(r.paper_value)})"
-            cells.append(cell)
+        cells = _condition_cells(grp, conds, _table2_cell)
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     return (
         "\n".join(lines)
