@@ -8,6 +8,10 @@ IN is an audio file or a folder (processed recursively; outputs keep the relativ
 fingerprint; ``restore`` refuses a file protected by another model. Inputs are never overwritten,
 existing outputs only with ``--overwrite``; outputs are written atomically. A folder run reports
 every file's outcome, goes on past bad files, and exits with status 1 if any failed.
+
+Files are read, processed and written block by block (``spkadv.streaming``), so memory does not
+grow with the file's length; the output is bit for bit the whole-file result. Threads: see
+``spkadv.threads`` (``--threads`` or ``SPKADV_THREADS``; default: the cores free at start).
 """
 
 from __future__ import annotations
@@ -58,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--overwrite", action="store_true", help="replace existing output files")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument(
+            "--threads",
+            type=int,
+            metavar="N",
+            help="CPU threads (default: SPKADV_THREADS, else OMP_NUM_THREADS, else the cores free now)",
+        )
+        p.add_argument(
+            "--bf16",
+            action="store_true",
+            help="run the networks in bfloat16 on CPU (faster with AMX/AVX512-BF16; output differs "
+            "from float32 by bf16 rounding of the perturbation)",
+        )
         if name == "restore":
             p.add_argument(
                 "--refine",
@@ -99,42 +115,87 @@ def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
     return [(src, dst)]
 
 
-def _process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
+def _block_function(args: argparse.Namespace, model, **conditioning):
+    """(per-block function, context samples per side) of the command, for ``streaming.process_file``.
+
+    Each block is processed in one pass with its context, exactly as ``protect.chunked`` processes
+    it inside a whole-file call; ``conditioning`` is passed on to protect/restore.
+    """
+    from spkadv import SAMPLE_RATE
     from spkadv import protect as P
-    from spkadv.audio import load_audio, save_audio
+
+    def whole(x: np.ndarray) -> float:  # chunk_seconds that makes a block one pass
+        return len(x) / SAMPLE_RATE + 1.0
+
+    if args.command == "protect":
+        return (lambda x: P.protect(model, x, whole(x), **conditioning)), model.overlap
+    if args.refine > 0:  # each fixed-point iteration reaches one more overlap further
+        return (
+            lambda x: P.restore_refined(model, x, args.refine, whole(x), **conditioning),
+            (args.refine + 1) * model.overlap,
+        )
+    return (lambda x: P.restore(model, x, whole(x), **conditioning)), model.overlap
+
+
+def _check_fingerprint(args: argparse.Namespace, model, src: Path) -> None:
+    from spkadv import protect as P
+
+    tag = P.read_tag(src)
+    if tag is None and not args.ignore_fingerprint:
+        raise UsageError(
+            f"{src}: no fingerprint sidecar {P.tag_path(src).name}; it may not be a protected file. "
+            "Pass --ignore-fingerprint to restore anyway"
+        )
+    if tag is not None and tag != model.fingerprint and not args.ignore_fingerprint:
+        raise UsageError(
+            f"{src} was protected by another model (fingerprint {tag[:12]}…, this model {model.fingerprint[:12]}…); "
+            "restore it with the model that protected it"
+        )
+
+
+def _process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
+    from spkadv import SAMPLE_RATE, streaming
+    from spkadv import protect as P
 
     if dst.resolve() == src.resolve():
         raise UsageError(f"output {dst} would overwrite the input; choose another output path")
     if dst.exists() and not args.overwrite:
         raise UsageError(f"output {dst} exists; pass --overwrite to replace it")
-    x = load_audio(src)
-    progress = not args.quiet and len(x) > PROGRESS_SECONDS * 16_000
-    if args.command == "protect":
-        y = P.protect(model, x, args.chunk_seconds, progress=progress)
-    else:
-        tag = P.read_tag(src)
-        if tag is None and not args.ignore_fingerprint:
-            raise UsageError(
-                f"{src}: no fingerprint sidecar {P.tag_path(src).name}; it may not be a protected file. "
-                "Pass --ignore-fingerprint to restore anyway"
+    if args.command == "restore":
+        _check_fingerprint(args, model, src)
+        if args.refine <= 0 and model.removal is None:
+            raise P.ModelFileError(
+                "this model has no removal module F_R (an SSED baseline model); use --refine N"
             )
-        if tag is not None and tag != model.fingerprint and not args.ignore_fingerprint:
-            raise UsageError(
-                f"{src} was protected by another model (fingerprint {tag[:12]}…, this model {model.fingerprint[:12]}…); "
-                "restore it with the model that protected it"
-            )
-        if args.refine > 0:
-            y = P.restore_refined(model, x, args.refine, args.chunk_seconds, progress=progress)
-        else:
-            y = P.restore(model, x, args.chunk_seconds, progress=progress)
-    if not np.isfinite(y).all():
-        raise RuntimeError(f"{src}: the model produced NaN/Inf samples; nothing written")
-    if args.format == "pcm16" and np.abs(y).max() > 1.0:
+    fn, context = _block_function(args, model)
+    with streaming.AudioSource(src) as source:
+        chunk = int(args.chunk_seconds * SAMPLE_RATE)
+        if not model.config.is_local:  # per-utterance statistics: one pass over the whole file
+            chunk = max(chunk, len(source))
+            if len(source) > PROGRESS_SECONDS * SAMPLE_RATE:
+                print(
+                    f"note: {src}: this model uses per-utterance statistics, so the whole file "
+                    f"({len(source) / SAMPLE_RATE:.0f} s) is processed in memory at once",
+                    file=sys.stderr,
+                )
+        progress = not args.quiet and len(source) > PROGRESS_SECONDS * SAMPLE_RATE
+        result = streaming.process_file(
+            source,
+            dst,
+            fn,
+            chunk,
+            context,
+            model.alignment,
+            SUBTYPES[args.format],
+            progress,
+            args.command,
+        )
+        source.warn_if_clipped()
+    if args.format == "pcm16" and result.peak_out > 1.0:
         print(
-            f"warning: {src}: output reaches {np.abs(y).max():.3f}, clipped to [-1, 1] in 16-bit PCM",
+            f"warning: {src}: output reaches {result.peak_out:.3f}, clipped to [-1, 1] in 16-bit PCM",
             file=sys.stderr,
         )
-    save_audio(dst, y, subtype=SUBTYPES[args.format])
     if args.command == "protect":
         P.write_tag(dst, model.fingerprint)
 
@@ -142,6 +203,20 @@ def _process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spkadv`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    import os
+
+    from spkadv import threads
+
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads {args.threads}: need at least 1", file=sys.stderr)
+            return 2
+        os.environ[threads.ENV_THREADS] = str(args.threads)
+    try:
+        threads.configure()  # before torch is imported: the OpenMP waiting policy is read once
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     from spkadv import protect as P
     from spkadv.audio import AudioError
 
@@ -151,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (P.ModelFileError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.bf16:
+        from spkadv.precision import bf16_model
+
+        model = bf16_model(model)
     from tqdm.auto import tqdm
 
     failed = 0

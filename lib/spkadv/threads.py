@@ -1,0 +1,166 @@
+"""How many CPU threads torch uses, and how its idle threads wait.
+
+On a machine shared with other jobs, torch's default (one OpenMP thread per core, idle threads
+spinning while they wait for work) degrades badly: a spinning worker whose core is taken by
+another process holds up every parallel region. Measured on the 2-core development VM (CAM++ on
+8 × 5 s, see ``benchmarks/bench_busy.py``): 1.70 batches/s alone, 0.57 beside one busy
+single-threaded process, 1.01 with ``OMP_WAIT_POLICY=PASSIVE``, 1.14 with one thread.
+
+The policy applied by :func:`configure` (the ``spkadv`` command, and every notebook kernel the
+pipeline starts):
+
+* ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep instead of spinning. OpenMP reads it
+  once, when torch starts its thread pool, so it must be in the environment before torch is
+  imported; an explicit value in the environment is kept.
+* the thread count, first found of: ``SPKADV_THREADS`` (a number, or ``auto``), an explicit
+  ``OMP_NUM_THREADS``, else ``auto``: the cores this process may run on
+  (``os.sched_getaffinity``) minus the cores other processes keep busy right now (CPU time
+  over a short sample of ``/proc/stat``; ``os.getloadavg`` where that is missing), at least 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+
+ENV_THREADS = "SPKADV_THREADS"
+WAIT_POLICY = "PASSIVE"
+SAMPLE_SECONDS = 0.25  # how long /proc/stat is sampled to find the busy cores
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreadPlan:
+    """The thread count chosen, why, and the OpenMP waiting policy."""
+
+    threads: int
+    source: str  # "SPKADV_THREADS", "OMP_NUM_THREADS" or "auto (...)"
+    wait_policy: str
+
+    def describe(self) -> str:
+        return f"torch threads {self.threads} ({self.source}), OMP_WAIT_POLICY={self.wait_policy}"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _cpu_times() -> tuple[float, float, float] | None:
+    """(busy, niced, total) jiffies of all CPUs from ``/proc/stat``, or None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [float(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    user, nice, system, idle, iowait, irq, softirq, steal = values + [0.0] * (8 - len(values))
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    return user + system + irq + softirq + steal, nice, total
+
+
+def busy_cores(sample_seconds: float = SAMPLE_SECONDS) -> tuple[float, str]:
+    """How many cores other processes keep busy now, and how that was measured.
+
+    CPU time of niced processes (``nice`` > 0) counts only when this process is niced as well:
+    a process at normal priority takes their cores whenever it needs them.
+    """
+    before = _cpu_times()
+    if before is not None and sample_seconds > 0:
+        time.sleep(sample_seconds)
+        after = _cpu_times()
+        total = after[2] - before[2]
+        if total > 0:
+            busy = after[0] - before[0]
+            if os.nice(0) > 0:
+                busy += after[1] - before[1]
+            cores = os.cpu_count() or 1
+            return busy / total * cores, f"/proc/stat over {sample_seconds:g} s"
+    try:
+        return os.getloadavg()[0], "1-minute load average"
+    except OSError:
+        return 0.0, "no load information"
+
+
+def auto_threads(cores: int | None = None, busy: float | None = None) -> tuple[int, str]:
+    """Threads for the cores free now: ``round(cores - busy)``, between 1 and ``cores``."""
+    cores = usable_cores() if cores is None else cores
+    how = "given"
+    if busy is None:
+        busy, how = busy_cores()
+    threads = int(min(cores, max(1, int(cores - busy + 0.5))))
+    return threads, f"auto: {busy:.1f} of {cores} cores busy ({how})"
+
+
+def _positive_int(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}={text!r}: expected a whole number of threads >= 1, or 'auto'")
+    return value
+
+
+def plan(env: MutableMapping[str, str] | None = None) -> ThreadPlan:
+    """The thread count and waiting policy for ``env`` (default: this process's environment).
+
+    Raises:
+        ValueError: ``SPKADV_THREADS`` or ``OMP_NUM_THREADS`` is not a positive whole number.
+    """
+    env = os.environ if env is None else env
+    wait = env.get("OMP_WAIT_POLICY") or WAIT_POLICY
+    setting = env.get(ENV_THREADS, "").strip()
+    if setting and setting.lower() != "auto":
+        return ThreadPlan(_positive_int(ENV_THREADS, setting), ENV_THREADS, wait)
+    explicit = env.get("OMP_NUM_THREADS", "").strip()
+    if explicit and not setting:
+        return ThreadPlan(_positive_int("OMP_NUM_THREADS", explicit), "OMP_NUM_THREADS", wait)
+    threads, why = auto_threads()
+    return ThreadPlan(threads, why, wait)
+
+
+def configure(env: MutableMapping[str, str] | None = None) -> ThreadPlan:
+    """Apply the policy: put it in the environment and, if torch is loaded already, set its threads.
+
+    Call it before ``import torch`` so that the waiting policy takes effect; afterwards only the
+    thread count can still change.
+    """
+    env = os.environ if env is None else env
+    chosen = plan(env)
+    env["OMP_WAIT_POLICY"] = chosen.wait_policy
+    env["OMP_NUM_THREADS"] = str(chosen.threads)
+    env["MKL_NUM_THREADS"] = str(chosen.threads)
+    if env is os.environ and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(chosen.threads)
+    return chosen
+
+
+@contextlib.contextmanager
+def kernel_environment(log: Callable[[str], None] | None = None) -> Iterator[ThreadPlan]:
+    """The policy in ``os.environ`` for the child processes started inside (notebook kernels),
+    decided afresh from the load at entry; the environment is restored on exit."""
+    keys = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    child_env = dict(os.environ)
+    chosen = configure(child_env)
+    try:
+        for key in keys:
+            os.environ[key] = child_env[key]
+        if log is not None:
+            log(f"  {chosen.describe()}")
+        yield chosen
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,0 +1,93 @@
+"""The thread policy: SPKADV_THREADS / OMP_NUM_THREADS honoured, auto count, OpenMP waiting policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from spkadv import threads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _child(code: str, **env: str) -> dict:
+    full = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    full.pop(threads.ENV_THREADS, None)
+    full.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+REPORT = (
+    "import json, os, torch; print(json.dumps({'threads': torch.get_num_threads(), "
+    "'wait': os.environ.get('OMP_WAIT_POLICY')}))"
+)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_spkadv_threads_is_honoured_before_torch_starts(count):
+    code = "from spkadv import threads; threads.configure(); " + REPORT
+    got = _child(code, SPKADV_THREADS=str(count), OMP_NUM_THREADS="3")  # SPKADV_THREADS wins
+    assert got == {"threads": count, "wait": "PASSIVE"}
+
+
+def test_the_cli_applies_the_setting_before_loading_the_model(tmp_path):
+    code = (
+        "from spkadv import cli; "
+        f"rc = cli.main(['protect', 'x.wav', '-o', '{tmp_path}/y.wav', '--model', '{tmp_path}/none.pt']); "
+        "assert rc == 2; " + REPORT
+    )
+    assert _child(code, SPKADV_THREADS="1") == {"threads": 1, "wait": "PASSIVE"}
+    code = code.replace("'--model'", "'--threads', '2', '--model'")
+    assert _child(code, SPKADV_THREADS="1")["threads"] == 2  # the command-line option wins
+
+
+def test_explicit_wait_policy_and_omp_threads_are_kept():
+    chosen = threads.plan({"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"})
+    assert (chosen.threads, chosen.source, chosen.wait_policy) == (1, "OMP_NUM_THREADS", "ACTIVE")
+
+
+def test_auto_count_follows_the_free_cores():
+    assert threads.auto_threads(cores=2, busy=0.2)[0] == 2
+    assert threads.auto_threads(cores=2, busy=1.0)[0] == 1
+    assert threads.auto_threads(cores=2, busy=7.0)[0] == 1  # never below one
+    assert threads.auto_threads(cores=8, busy=2.4)[0] == 6
+    got, why = threads.auto_threads()
+    assert 1 <= got <= threads.usable_cores() and "cores busy" in why
+
+
+def test_bad_settings_say_what_to_write():
+    with pytest.raises(ValueError, match="SPKADV_THREADS='two'"):
+        threads.plan({"SPKADV_THREADS": "two"})
+    with pytest.raises(ValueError, match="OMP_NUM_THREADS='0'"):
+        threads.plan({"OMP_NUM_THREADS": "0"})
+
+
+def test_kernel_environment_is_seen_by_children_and_restored(monkeypatch):
+    monkeypatch.setenv(threads.ENV_THREADS, "1")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with threads.kernel_environment() as chosen:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import os; print(os.environ['OMP_NUM_THREADS'], os.environ['OMP_WAIT_POLICY'])",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+    assert chosen.threads == 1 and out == ["1", "PASSIVE"]
+    assert os.environ["OMP_NUM_THREADS"] == "3" and "OMP_WAIT_POLICY" not in os.environ
