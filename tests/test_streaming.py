@@ -181,3 +181,16 @@ def test_bf16_flag_runs_and_stays_close(tmp_path, model_path):
     assert not np.array_equal(d32, d16)  # bf16 really ran
     # the same perturbation up to bf16 rounding
     assert np.linalg.norm(d16 - d32) < 0.05 * np.linalg.norm(d32)
+
+
+def test_models_that_need_the_whole_file_fall_back_to_it(tmp_path):
+    config = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101, mask_norm="minmax")
+    assert not config.is_local
+    torch.manual_seed(0)
+    path = P.save_model(tmp_path / "m.pt", SSEDGenerator(config), RemovalModule(config), 0.05)
+    src = tmp_path / "in.wav"
+    sf.write(src, _speechlike(LENGTH), 16_000, subtype="FLOAT")
+    adv = tmp_path / "adv.wav"
+    assert _cli("protect", str(src), "-o", str(adv), "--model", str(path), "--format", "float") == 0
+    whole = P.protect(P.load_model(path), load_audio(src), CHUNK_SECONDS)
+    np.testing.assert_array_equal(sf.read(adv, dtype="float32")[0], whole)

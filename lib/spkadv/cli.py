@@ -137,6 +137,42 @@ def _block_function(args: argparse.Namespace, model, **conditioning):
     return (lambda x: P.restore(model, x, whole(x), **conditioning)), model.overlap
 
 
+def _whole_file_reason(model) -> str | None:
+    """Why this model needs the whole file at once, or None when it can stream."""
+    if not model.config.is_local:
+        return "uses per-utterance statistics (mask_norm minmax or norm instance)"
+    if getattr(model, "conditioned", False):
+        return "is conditioned on an embedding of the whole utterance"
+    if getattr(model.config, "code_film", False):
+        return "takes a per-file code optimised on the whole utterance"
+    return None
+
+
+def _whole_file_function(args: argparse.Namespace, model, src: Path, state: dict, progress: bool):
+    """The command on the whole signal at once (models that cannot stream); a protection code,
+    where the model takes one, is left in ``state["code"]`` for the sidecar."""
+    from spkadv import protect as P
+
+    def run(x: np.ndarray) -> np.ndarray:
+        extra = {}
+        if args.command == "protect":
+            code = P.protection_code(model, x) if hasattr(P, "protection_code") else None
+            state["code"] = code
+            if code is not None:
+                extra["code"] = code
+            return P.protect(model, x, args.chunk_seconds, progress=progress, **extra)
+        code = P.read_code(src) if hasattr(P, "read_code") else None
+        if code is not None:
+            extra["code"] = code
+        if args.refine > 0:
+            return P.restore_refined(
+                model, x, args.refine, args.chunk_seconds, progress=progress, **extra
+            )
+        return P.restore(model, x, args.chunk_seconds, progress=progress, **extra)
+
+    return run
+
+
 def _check_fingerprint(args: argparse.Namespace, model, src: Path) -> None:
     from spkadv import protect as P
 
@@ -167,18 +203,22 @@ def _process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
             raise P.ModelFileError(
                 "this model has no removal module F_R (an SSED baseline model); use --refine N"
             )
-    fn, context = _block_function(args, model)
+    state: dict = {}
     with streaming.AudioSource(src) as source:
-        chunk = int(args.chunk_seconds * SAMPLE_RATE)
-        if not model.config.is_local:  # per-utterance statistics: one pass over the whole file
-            chunk = max(chunk, len(source))
+        progress = not args.quiet and len(source) > PROGRESS_SECONDS * SAMPLE_RATE
+        reason = _whole_file_reason(model)
+        if reason is None:  # block by block
+            fn, context = _block_function(args, model)
+            chunk = int(args.chunk_seconds * SAMPLE_RATE)
+        else:  # one block: the whole file
+            fn, context = _whole_file_function(args, model, src, state, progress), 0
+            chunk, progress = len(source) + model.alignment, False
             if len(source) > PROGRESS_SECONDS * SAMPLE_RATE:
                 print(
-                    f"note: {src}: this model uses per-utterance statistics, so the whole file "
-                    f"({len(source) / SAMPLE_RATE:.0f} s) is processed in memory at once",
+                    f"note: {src}: this model {reason}, so the whole file "
+                    f"({len(source) / SAMPLE_RATE:.0f} s) is held in memory",
                     file=sys.stderr,
                 )
-        progress = not args.quiet and len(source) > PROGRESS_SECONDS * SAMPLE_RATE
         result = streaming.process_file(
             source,
             dst,
@@ -197,7 +237,10 @@ def _process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
             file=sys.stderr,
         )
     if args.command == "protect":
-        P.write_tag(dst, model.fingerprint)
+        if state.get("code") is not None:
+            P.write_tag(dst, model.fingerprint, state["code"])
+        else:
+            P.write_tag(dst, model.fingerprint)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
