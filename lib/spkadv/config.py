@@ -25,6 +25,7 @@ NOTEBOOK_STAGES = (
     "30_purification",
     "40_table1_eer",
     "50_table2_quality",
+    "60_attackers",
 )
 
 
