@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= default
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := flite ffmpeg espeak-ng
+DEBIAN_PACKAGES := flite ffmpeg espeak-ng chromium chromium-driver
 
 .PHONY: setup reproduce test test-lib test-notebooks lab bench lint clean-runs
 
@@ -34,6 +34,10 @@ setup: $(STAMP)  ## venv, pinned packages, Debian packages, offline model assets
 
 reproduce: setup  ## the whole paper on PROFILE (default: the embedded offline default)
 	$(PY) -m spkadv.pipeline --profile $(PROFILE)
+
+.PHONY: report
+report: $(STAMP)  ## runs/$(PROFILE)/report/index.html from a finished run (offline HTML)
+	$(PY) -m spkadv.report --profile $(PROFILE)
 
 test: setup test-lib test-notebooks  ## library tests + every notebook through nbval (smoke defaults)
 

@@ -2,6 +2,7 @@
 
     spkadv protect IN -o OUT --model model.pt [--format pcm16|float]
     spkadv restore IN -o OUT --model model.pt [--refine 10]
+    spkadv check ORIGINAL PROTECTED [--model model.pt] [--json]   (see spkadv.check)
 
 IN is an audio file or a folder (processed recursively; outputs keep the relative layout as
 ``.wav``). Each protected file gets a sidecar ``OUT.spkadv.json`` holding only the model's
@@ -87,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="restore even without a matching fingerprint sidecar",
             )
+    from spkadv.check import add_parser as add_check_parser
+
+    add_check_parser(sub)
     return parser
 
 
@@ -246,6 +250,10 @@ def _process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spkadv`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "check":
+        from spkadv import check
+
+        return check.run(args)
     import os
 
     from spkadv import threads

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spkadv import config, threads
+from spkadv import batchlog, config, threads
 from spkadv.fileio import read_json, write_json
 
 STAGE_RECORD = ".stage.json"
@@ -173,7 +173,10 @@ def _run_stage(stage: Stage, out_dir: Path, progress: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{stage.stem}.ipynb"
     partial = out_dir / f"{stage.stem}.running.ipynb"
-    with open(out_dir / "log.txt", "w", encoding="utf-8") as log:
+    log_path = out_dir / "log.txt"
+    log_path.write_text("", encoding="utf-8")
+    # append mode: the kernel appends its progress bars and warnings to the same file (batchlog)
+    with open(log_path, "a", encoding="utf-8") as log:
         try:
             papermill.execute_notebook(
                 str(stage.notebook),
@@ -181,10 +184,11 @@ def _run_stage(stage: Stage, out_dir: Path, progress: bool) -> None:
                 parameters=stage.parameters,
                 kernel_name=KERNEL,
                 cwd=str(stage.notebook.parent),
-                progress_bar=progress,
+                progress_bar=False,  # the kernel's own bars reach the terminal instead
                 log_output=True,
                 stdout_file=log,
                 stderr_file=log,
+                extra_arguments=batchlog.kernel_arguments(log_path, terminal=progress),
             )
         except PapermillExecutionError as err:
             failed = out_dir / f"{stage.stem}.failed.ipynb"
@@ -288,6 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="rerun stages even when complete")
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="then write runs/<profile>/report/index.html (as `make report`)",
+    )
+    parser.add_argument(
         "--notebooks", type=Path, help="notebook folder (default: the repository's notebooks/)"
     )
     args = parser.parse_args(argv)
@@ -304,6 +313,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.notebooks,
             progress=not os.environ.get("TQDM_DISABLE"),
         )
+        if args.report:
+            from spkadv import report
+
+            try:
+                print(f"report: {report.build(Path(args.profile).stem)}", flush=True)
+            except report.ReportError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
     except (PipelineError, config.ProfileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
