@@ -220,6 +220,8 @@ def test_report_of_a_smoke_run(browser, tmp_path: Path, monkeypatch: pytest.Monk
     checks = check_report(browser, index, "smoke")
     for check in checks.values():
         assert_clean(check)
-    assert checks["index"].n_audio >= 8 and "paper" in checks["index"].text
+    text = checks["index"].text
+    assert checks["index"].n_audio >= 8 and "paper" in text.split("Listening panel")[0]
+    assert "(paper " in text and "Ours (paper)" in text  # Table 1 and Table 2 beside the paper
     assert all(c.n_math > 0 for name, c in checks.items() if name.startswith("40_"))
     assert size < 20e6

@@ -289,7 +289,10 @@ def test_pipeline_keeps_progress_and_warnings_out_of_the_notebook(
     write_notebook(notebooks / "00_noisy.ipynb", 'PROFILE = "smoke"  # profile\n', NOISY_CODE)
     profile = tmp_path / "noisy.yaml"
     profile.write_text("{}\n")
-    pipeline.run(str(profile), notebooks=notebooks, progress=True)
+    assert (
+        pipeline.main(["--profile", str(profile), "--notebooks", str(notebooks), "--report"]) == 0
+    )
+    assert (tmp_runs / "noisy" / "report" / "notebooks" / "00_noisy.html").exists()
     stage = tmp_runs / "noisy" / "00_noisy"
     nb = json.loads((stage / "00_noisy.ipynb").read_text())
     assert report.notebook_problems(nb) == []

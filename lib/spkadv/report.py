@@ -700,11 +700,13 @@ def index_html(
                 f'<a href="#stage-{e(stage)}">{e(stage)}</a>',
                 e(str(entry.get("status", "?"))),
                 f'<span class="num">{seconds / 60:.2f}</span>' if seconds is not None else "–",
-                e(stages.get(stage, {}).get("executed_at", "")),
+                e(stages.get(stage, {}).get("executed_at", "")[:16].replace("T", " ")),
                 e("; ".join(problems)) if problems else "clean",
             ]
         )
-    times = _table(["stage", "status", "minutes", "finished", "executed notebook"], stage_rows)
+    times = _table(
+        ["stage", "status", "minutes", "finished (UTC)", "executed notebook"], stage_rows
+    )
     total = summary.get("total_minutes")
     params = config.params_dir() / f"{profile}.yaml"
     profile_text = (
@@ -757,7 +759,7 @@ restored file x̂ from the removal module, and the perturbation x′ − x ampli
 {listen}</section>
 <section id="beyond"><h2>6. Beyond the paper</h2>
 {"".join(beyond) or '<p class="note">No stages beyond the paper in this run.</p>'}
-{("<h3>Other figures</h3>" + extra_figs) if extra_figs else ""}</section>
+{('<h3>Other figures</h3><p class="note">In figures/ for this profile but saved by no notebook of this run (an older or separate run, e.g. a study run with --only).</p>' + extra_figs) if extra_figs else ""}</section>
 <section id="run"><h2>The run</h2>
 <h3>Stage times (summary.json)</h3>{times}
 <h3>Profile</h3>{profile_text}
