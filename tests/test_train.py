@@ -45,9 +45,11 @@ def _waves(count: int = 3, seconds: float = 0.2) -> list[np.ndarray]:
 
 def test_crops_are_deterministic_and_padded() -> None:
     ds = CropDataset([np.ones(100, np.float32)], crop_samples=150, seed=3)
-    assert torch.equal(ds[5], ds[5]) and ds[5].shape == (150,) and float(ds[5][-1]) == 0.0
+    (crop, index), (again, _) = ds[5], ds[5]
+    assert torch.equal(crop, again) and crop.shape == (150,) and float(crop[-1]) == 0.0
+    assert index == 0
     ds2 = CropDataset(_waves(), 400, seed=3)
-    assert not torch.equal(ds2[0], ds2[1])
+    assert not torch.equal(ds2[0][0], ds2[1][0])
     assert list(StepSampler(2, 4, batch=2, rank=1, world=2)) == [10, 11, 14, 15]
 
 

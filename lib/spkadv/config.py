@@ -157,6 +157,7 @@ CONDITION_STAGE = {
     "adv": "20_joint_training",
     "rst": "20_joint_training",
     "rst_refined": "20_joint_training",
+    "gn": "20_joint_training",
     "adv_ssed": "10_ssed_baseline",
 }
 

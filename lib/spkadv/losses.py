@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 NORMS = ("l2", "rms")
 QUALITY_FORMS = ("eq3", "snr_hinge")
+RPT_FORMS = ("eq8", "delta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,12 @@ class LossWeights:
     norm: str = "l2"  # l2 (paper) | rms (l2 / sqrt(samples))
     quality: str = "eq3"  # eq3 (paper) | snr_hinge: relu(snr_target_db - SNR(x, x')) in dB
     snr_target_db: float = 30.0  # snr_hinge only: SNR below which the perturbation is penalised
+    attack_margin: float = (
+        1.0  # eq. 2 as a hinge relu(cos - margin); 1.0 = the plain cosine (paper)
+    )
+    rpt: str = (
+        "eq8"  # eq8 (paper) | delta: ||delta + delta'|| / ||delta|| per utterance (scale free)
+    )
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "gamma", "theta"):
@@ -41,6 +48,10 @@ class LossWeights:
             raise ValueError(f"norm={self.norm!r}; choose one of {NORMS}")
         if self.quality not in QUALITY_FORMS:
             raise ValueError(f"quality={self.quality!r}; choose one of {QUALITY_FORMS}")
+        if self.rpt not in RPT_FORMS:
+            raise ValueError(f"rpt={self.rpt!r}; choose one of {RPT_FORMS}")
+        if not -1.0 <= self.attack_margin <= 1.0:
+            raise ValueError(f"attack_margin={self.attack_margin} must lie in [-1, 1]")
         if not math.isfinite(self.snr_target_db):
             raise ValueError(f"snr_target_db={self.snr_target_db} must be a finite number of dB")
 
@@ -51,9 +62,15 @@ def vector_norm(v: torch.Tensor, norm: str = "l2") -> torch.Tensor:
     return out / math.sqrt(v.shape[-1]) if norm == "rms" else out
 
 
-def angular_loss(z: torch.Tensor, z_adv: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: cosine similarity of clean and adversarial embeddings (minimised), batch mean."""
-    return F.cosine_similarity(z, z_adv, dim=-1).mean()
+def angular_loss(z: torch.Tensor, z_adv: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """Eq. 2: cosine similarity of clean and adversarial embeddings (minimised), batch mean.
+
+    ``z`` may be the clean utterance's embedding (paper) or its speaker's centroid (an option).
+    ``margin < 1`` makes it a hinge relu(cos - margin): utterances already pushed below the
+    margin stop pulling (an option, not the paper's).
+    """
+    cos = F.cosine_similarity(z, z_adv, dim=-1)
+    return (torch.relu(cos - margin) if margin < 1.0 else cos).mean()
 
 
 def quality_loss(
@@ -92,6 +109,22 @@ def mask_loss(m: torch.Tensor, m_rev: torch.Tensor, w: LossWeights) -> torch.Ten
     return vector_norm(m - m_rev, w.norm).mean()
 
 
+def delta_removal_loss(
+    n: torch.Tensor, m: torch.Tensor, n_rev: torch.Tensor, m_rev: torch.Tensor
+) -> torch.Tensor:
+    """‖n⊙m + n'⊙m'‖₂ / ‖n⊙m‖₂ per utterance, batch mean: the part of δ left after removal.
+
+    An option beside eq. 8: it is what SNR(x̂) − SNR(x') measures (−20·log10 of it), and it does
+    not vanish when the mask is small, which lets eq. 8's mask term be satisfied by m' → 0.
+    """
+    delta = n * m
+    residual = delta + n_rev * m_rev
+    return (
+        torch.linalg.vector_norm(residual, dim=-1)
+        / torch.linalg.vector_norm(delta, dim=-1).clamp_min(1e-8)
+    ).mean()
+
+
 def rpt_loss(l_mask: torch.Tensor, l_noise: torch.Tensor, w: LossWeights) -> torch.Tensor:
     """Eq. 8: (1-γ)L_mask + γL_noise."""
     return (1 - w.gamma) * l_mask + w.gamma * l_noise
@@ -118,13 +151,19 @@ def compute_losses(
 
     ``detach_targets`` stops L_rpt's gradients at n and m (so they train F_R only).
     """
-    terms = {"angular": angular_loss(z, z_adv), "quality": quality_loss(x, x_adv, m, w)}
+    terms = {
+        "angular": angular_loss(z, z_adv, w.attack_margin),
+        "quality": quality_loss(x, x_adv, m, w),
+    }
     terms["ssed"] = ssed_loss(terms["angular"], terms["quality"], w)
     terms["total"] = terms["ssed"]
     if n_rev is not None and m_rev is not None:
         n_t, m_t = (n.detach(), m.detach()) if detach_targets else (n, m)
         terms["noise"] = noise_loss(n_t, n_rev, w)
         terms["mask"] = mask_loss(m_t, m_rev, w)
-        terms["rpt"] = rpt_loss(terms["mask"], terms["noise"], w)
+        if w.rpt == "delta":
+            terms["rpt"] = delta_removal_loss(n_t, m_t, n_rev, m_rev)
+        else:
+            terms["rpt"] = rpt_loss(terms["mask"], terms["noise"], w)
         terms["total"] = joint_loss(terms["ssed"], terms["rpt"], w)
     return terms

@@ -47,6 +47,8 @@ class SSEDConfig:
     input_norm: bool = True  # divide the network's input by its local RMS level (scale invariance)
     level_window: int = 801  # samples of the moving RMS window (odd)
     level_floor: float = 1.0e-3  # RMS floor, so that silence still gets a small perturbation
+    embed_dim: int = 0  # > 0: FiLM of the bottleneck from an utterance-level embedding (learned)
+    code_film: bool = False  # FiLM of the bottleneck from a per-utterance code of code_dim values
 
     def __post_init__(self) -> None:
         if self.mask_norm not in MASK_NORMALISERS:
@@ -55,8 +57,15 @@ class SSEDConfig:
             raise ValueError(f"norm={self.norm!r}; choose one of {NORMS}")
         if self.width < 1 or self.stages < 0 or self.res_blocks < 0:
             raise ValueError(f"invalid sizes in {self}")
+        if self.embed_dim < 0:
+            raise ValueError(f"embed_dim must be >= 0, got {self.embed_dim}")
         if self.level_window < 1 or self.level_window % 2 == 0:
             raise ValueError(f"level_window must be a positive odd number, got {self.level_window}")
+
+    @property
+    def code_dim(self) -> int:
+        """Length of the per-utterance code (scale and shift of each bottleneck channel), or 0."""
+        return 2 * _widths(self)[-1] if self.code_film else 0
 
     @property
     def is_local(self) -> bool:
@@ -162,6 +171,12 @@ class NoiseMaskGenerator(nn.Module):
             ]
         enc += [_ResBlock(cfg, widths[-1], cfg.dilation_base**i) for i in range(cfg.res_blocks)]
         self.encoder = nn.Sequential(*enc)
+        # Utterance context: a learned FiLM from an embedding of the whole utterance, zero-initialised
+        # so that training starts from the unconditioned generator.
+        self.film = nn.Linear(cfg.embed_dim, 2 * widths[-1]) if cfg.embed_dim else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
         self.noise_decoder = _Decoder(cfg)
         self.mask_decoder = _Decoder(cfg)
         for module in self.modules():  # He init keeps activations at unit scale without norm layers
@@ -197,10 +212,43 @@ class NoiseMaskGenerator(nn.Module):
             radius = max(radius, cfg.level_window // 2)
         return radius
 
-    def forward(self, x: torch.Tensor, use_mask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def _modulate(
+        self, h: torch.Tensor, embedding: torch.Tensor | None, code: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Bottleneck FiLM h·(1 + scale) + shift from the embedding (learned) and the code (direct).
+
+        Both are constant over the utterance, so chunked processing with the same vectors stays exact.
+        """
+        scale = shift = None
+        channels = h.shape[1]
+        if self.film is not None:
+            if embedding is None:
+                raise ValueError("this generator is conditioned on an utterance embedding: pass it")
+            scale, shift = self.film(embedding.to(h.dtype)).split(channels, dim=-1)
+        if self.config.code_film and code is not None:
+            if code.shape[-1] != 2 * channels:
+                raise ValueError(
+                    f"code of {code.shape[-1]} values, this model takes {2 * channels}"
+                )
+            c_scale, c_shift = code.to(h.dtype).split(channels, dim=-1)
+            scale = c_scale if scale is None else scale + c_scale
+            shift = c_shift if shift is None else shift + c_shift
+        if scale is None:
+            return h
+        return h * (1 + scale.unsqueeze(-1)) + shift.unsqueeze(-1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        use_mask: bool = True,
+        embedding: torch.Tensor | None = None,
+        code: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Map waveforms [B, T] to noise n (tanh, [B, T]) and mask m ([0, 1], [B, T]).
 
         ``use_mask=False`` replaces the saliency map by ones (SSAE's first training stage).
+        ``embedding`` [B, embed_dim] and ``code`` [B, code_dim] condition the bottleneck (FiLM);
+        a missing code means the zero code.
         """
         if x.ndim != 2:
             raise ValueError(f"expected waveforms of shape [batch, samples], got {tuple(x.shape)}")
@@ -210,7 +258,7 @@ class NoiseMaskGenerator(nn.Module):
         if self.config.input_norm or self.config.level_scaled:
             level = local_level(x, self.config.level_window, self.config.level_floor)
         inp = x / level if self.config.input_norm else x
-        h = self.encoder(F.pad(inp, (0, pad)).unsqueeze(1))
+        h = self._modulate(self.encoder(F.pad(inp, (0, pad)).unsqueeze(1)), embedding, code)
         n = torch.tanh(self.noise_decoder(h)).squeeze(1)[..., :length]
         raw = self.mask_decoder(h).squeeze(1)[..., :length]
         if not use_mask:
@@ -231,16 +279,18 @@ class NoiseMaskGenerator(nn.Module):
 class SSEDGenerator(NoiseMaskGenerator):
     """F_P: generates the adversarial perturbation delta = eps * n ⊙ m (eq. 1)."""
 
-    def perturbation(self, x: torch.Tensor, eps: float, use_mask: bool = True) -> torch.Tensor:
-        n, m = self(x, use_mask=use_mask)
+    def perturbation(
+        self, x: torch.Tensor, eps: float, use_mask: bool = True, **conditioning
+    ) -> torch.Tensor:
+        n, m = self(x, use_mask=use_mask, **conditioning)
         return eps * n * m
 
 
 class RemovalModule(NoiseMaskGenerator):
     """F_R: predicts n' (target -n) and m' (target m) from x'; x̂ = x' + eps * n' ⊙ m' (eq. 5)."""
 
-    def restore(self, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
-        n, m = self(x_adv)
+    def restore(self, x_adv: torch.Tensor, eps: float, **conditioning) -> torch.Tensor:
+        n, m = self(x_adv, **conditioning)
         return x_adv + eps * n * m
 
 

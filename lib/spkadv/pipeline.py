@@ -57,6 +57,11 @@ def discover(notebooks: Path) -> list[Path]:
     return found
 
 
+def is_study(stem: str) -> bool:
+    """Notebooks numbered 90-99 are studies: run with ``--only``, never by a whole-pipeline run."""
+    return stem[:2].isdigit() and int(stem[:2]) >= 90
+
+
 def select(stems: list[str], only: Sequence[str] | None, start: str | None) -> list[str]:
     """Stages to consider, from ``--only`` (repeatable) or ``--from`` (a stem or its number)."""
 
@@ -83,15 +88,18 @@ def plan(profile: str, notebooks: Path, only=None, start=None) -> list[Stage]:
     paths = discover(notebooks)
     stems = [p.stem for p in paths]
     chosen = set(select(stems, only, start))
-    stages = []
+    if not only:  # studies (9x) run only when named: they cost far more than the pipeline
+        chosen = {s for s in chosen if not is_study(s)}
+    stages, declared_anywhere = [], set()
     for path in paths:
+        declared = config.notebook_parameters(path)
+        declared_anywhere |= set(declared)
         if path.stem not in chosen:
             continue
-        declared = config.notebook_parameters(path)
         params = {k: v for k, v in values.items() if k in declared}
         params["PROFILE"] = profile_name
         stages.append(Stage(path.stem, path, declared, params))
-    undeclared = sorted(set(values) - {k for s in stages for k in s.declared})
+    undeclared = sorted(set(values) - declared_anywhere)
     if undeclared and not (only or start):
         raise PipelineError(
             f"profile {profile_name!r} holds keys no notebook declares: {', '.join(undeclared)}"

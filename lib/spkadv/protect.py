@@ -56,6 +56,7 @@ class ProtectionModel:
     fingerprint: str
     config: SSEDConfig
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _encoder: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def receptive_field(self) -> int:
@@ -64,6 +65,31 @@ class ProtectionModel:
     @property
     def alignment(self) -> int:
         return self.generator.alignment
+
+    @property
+    def conditioned(self) -> bool:
+        """True when the modules take the white-box embedding of their input utterance."""
+        return self.config.embed_dim > 0
+
+    def encoder(self) -> torch.nn.Module:
+        """The white-box encoder the model was trained against (loaded once, for conditioning)."""
+        if self._encoder is None:
+            from spkadv.train import load_encoder
+
+            name = self.meta.get("encoder")
+            if not name:
+                raise ModelFileError("this model does not name its white-box encoder (meta)")
+            device = next(self.generator.parameters()).device
+            self._encoder = load_encoder(name, device)
+        return self._encoder
+
+    def embedding(self, x: np.ndarray) -> torch.Tensor | None:
+        """Utterance embedding that conditions the modules on ``x``, or None if unconditioned."""
+        if not self.conditioned:
+            return None
+        from spkadv.conditioning import utterance_embedding
+
+        return utterance_embedding(self.encoder(), x)
 
     @property
     def overlap(self) -> int:
@@ -152,12 +178,21 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
     )
 
 
-def _run(module: NoiseMaskGenerator, x: np.ndarray, sign: float, eps: float) -> np.ndarray:
-    """``x + sign * eps * n(x) ⊙ m(x)`` for one block (no gradients, float32)."""
+def _run(
+    module: NoiseMaskGenerator,
+    x: np.ndarray,
+    sign: float,
+    eps: float,
+    embedding: torch.Tensor | None = None,
+    code: np.ndarray | None = None,
+) -> np.ndarray:
+    """``sign * eps * n(x) ⊙ m(x)`` for one block (no gradients, float32)."""
     device = next(module.parameters()).device
     with torch.inference_mode():
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device).unsqueeze(0)
-        n, m = module(xt)
+        emb = None if embedding is None else embedding.to(device)
+        ct = None if code is None else torch.as_tensor(code, dtype=torch.float32, device=device)
+        n, m = module(xt, embedding=emb, code=None if ct is None else ct.reshape(1, -1))
         return (sign * eps * n * m).squeeze(0).cpu().numpy()
 
 
@@ -208,12 +243,14 @@ def _delta(
     chunk_seconds: float,
     progress: bool,
     desc: str,
+    code: np.ndarray | None = None,
 ) -> np.ndarray:
     chunk = int(chunk_seconds * SAMPLE_RATE)
     if not model.config.is_local:
         chunk = max(chunk, len(x))  # per-utterance statistics: one pass over the whole signal
+    embedding = model.embedding(x)  # whole-signal context, the same for every block
     return chunked(
-        lambda b: _run(module, b, sign, model.eps),
+        lambda b: _run(module, b, sign, model.eps, embedding, code),
         x,
         chunk,
         model.overlap,
@@ -228,10 +265,12 @@ def protect(
     x: np.ndarray,
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     progress: bool = False,
+    code: np.ndarray | None = None,
 ) -> np.ndarray:
-    """x' = x + eps · n(x) ⊙ m(x) (eq. 1), same length as ``x``."""
+    """x' = x + eps · n(x) ⊙ m(x) (eq. 1), same length as ``x``; ``code`` conditions the
+    generator (models with ``code_film``; see :func:`optimise_code`)."""
     x = _validate(x)
-    out = _delta(model, model.generator, x, 1.0, chunk_seconds, progress, "protect")
+    out = _delta(model, model.generator, x, 1.0, chunk_seconds, progress, "protect", code)
     out += x  # in place: one whole-length array fewer
     return out
 
@@ -241,14 +280,16 @@ def restore(
     x_adv: np.ndarray,
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     progress: bool = False,
+    code: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One-shot removal x̂ = x' + eps · n'(x') ⊙ m'(x') (eq. 5) with F_R."""
+    """One-shot removal x̂ = x' + eps · n'(x') ⊙ m'(x') (eq. 5) with F_R (given the protection's
+    ``code`` when the model takes one: it is in the protected file's sidecar)."""
     x_adv = _validate(x_adv)
     if model.removal is None:
         raise ModelFileError(
             "this model has no removal module F_R (an SSED baseline model); use restore_refined"
         )
-    out = _delta(model, model.removal, x_adv, 1.0, chunk_seconds, progress, "restore")
+    out = _delta(model, model.removal, x_adv, 1.0, chunk_seconds, progress, "restore", code)
     out += x_adv  # in place: one whole-length array fewer
     return out
 
@@ -260,6 +301,7 @@ def restore_refined(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     progress: bool = False,
     start: str = "removal",
+    code: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fixed-point refinement with the generator: x̂ ← x' − eps · n(x̂) ⊙ m(x̂).
 
@@ -269,7 +311,7 @@ def restore_refined(
     """
     x_adv = _validate(x_adv)
     if start == "removal" and model.removal is not None:
-        x_hat = restore(model, x_adv, chunk_seconds)
+        x_hat = restore(model, x_adv, chunk_seconds, code=code)
     elif start in ("removal", "adv"):
         x_hat = x_adv.copy()
     else:
@@ -277,7 +319,7 @@ def restore_refined(
     from tqdm.auto import tqdm
 
     for _ in tqdm(range(iterations), desc="refine", disable=not progress):
-        x_hat = x_adv - _delta(model, model.generator, x_hat, 1.0, chunk_seconds, False, "")
+        x_hat = x_adv - _delta(model, model.generator, x_hat, 1.0, chunk_seconds, False, "", code)
     return x_hat
 
 
@@ -286,9 +328,56 @@ def tag_path(audio_path: str | os.PathLike) -> Path:
     return Path(f"{audio_path}{TAG_SUFFIX}")
 
 
-def write_tag(audio_path: str | os.PathLike, fingerprint: str) -> Path:
-    """Write the sidecar (only the fingerprint: no copy of the audio, no other metadata)."""
-    return write_json(tag_path(audio_path), {"spkadv_model_fingerprint": fingerprint})
+def write_tag(
+    audio_path: str | os.PathLike, fingerprint: str, code: np.ndarray | None = None
+) -> Path:
+    """Write the sidecar: the model's fingerprint and, for models that take one, the protection's
+    code (useless without the model; no copy of the audio, no other metadata)."""
+    record: dict[str, Any] = {"spkadv_model_fingerprint": fingerprint}
+    if code is not None:
+        record["code"] = [float(v) for v in np.asarray(code, dtype=np.float32)]
+    return write_json(tag_path(audio_path), record)
+
+
+def read_code(audio_path: str | os.PathLike) -> np.ndarray | None:
+    """The protection code in a protected file's sidecar, or None when there is none."""
+    path = tag_path(audio_path)
+    if not path.exists():
+        return None
+    try:
+        code = read_json(path).get("code")
+        return None if code is None else np.asarray(code, dtype=np.float32)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ModelFileError(f"{path}: unreadable code in the sidecar ({err})") from err
+
+
+def protection_code(
+    model: ProtectionModel, x: np.ndarray, steps: int | None = None
+) -> np.ndarray | None:
+    """The per-utterance code of ``x`` for a ``code_film`` model (None for other models).
+
+    ``steps`` optimisation steps (default: the model's ``meta["code_steps"]``) against the model's
+    white-box encoder; see :func:`spkadv.conditioning.optimise_code`.
+    """
+    if not model.config.code_film:
+        return None
+    from spkadv.conditioning import optimise_code
+
+    steps = int(model.meta.get("code_steps", 0) if steps is None else steps)
+    if steps <= 0:
+        return np.zeros(model.config.code_dim, dtype=np.float32)
+    code, _ = optimise_code(
+        model.generator,
+        model.encoder(),
+        _validate(x),
+        model.eps,
+        steps,
+        lr=float(model.meta.get("code_lr", 0.5)),
+        radius=float(model.meta.get("code_radius", 3.0)),
+        snr_target_db=model.meta.get("snr_target_db"),
+        embedding=model.embedding(x),
+    )
+    return code
 
 
 def read_tag(audio_path: str | os.PathLike) -> str | None:
@@ -317,12 +406,17 @@ def write_conditions(
     refine_iterations: int = 10,
     int16_utterances: int = 0,
     progress: bool = True,
+    noise_seed: int = 0,
 ):
     """Protect (and restore) every eval utterance; write ``<folder>/<utt_id>.wav`` as float WAV.
 
+    A model with a per-utterance code gets it optimised for each utterance (the model's
+    ``meta["code_steps"]``); the code goes into the protected file's sidecar, as with the CLI.
+
     Args:
         rows: manifest rows (``utt_id``, ``path``).
-        folders: condition -> folder, among ``adv`` (or ``adv_ssed``), ``rst``, ``rst_refined``.
+        folders: condition -> folder, among ``adv`` (or ``adv_ssed``), ``rst``, ``rst_refined``,
+            and ``gn``: Gaussian noise of the same power as this utterance's δ (same SNR as x').
         int16_utterances: for the first N utterances, also measure restoration from x' stored as
             16-bit PCM (one-shot, refined, and the quantisation floor SNR(x, x + q)).
 
@@ -346,26 +440,48 @@ def write_conditions(
     ):
         x = load_audio(path)
         out = {"utt_id": utt}
-        adv = protect(model, x)
-        save_audio(Path(folders[adv_key]) / f"{utt}.wav", adv)
+        code = protection_code(model, x)
+        adv = protect(model, x, code=code)
+        adv_path = Path(folders[adv_key]) / f"{utt}.wav"
+        save_audio(adv_path, adv)
+        if code is not None:
+            write_tag(adv_path, model.fingerprint, code)
         out["snr_adv_db"] = snr_db(x, adv)
+        if "gn" in folders:
+            gn = matched_noise(x, adv - x, noise_seed, utt)
+            save_audio(Path(folders["gn"]) / f"{utt}.wav", gn)
+            out["snr_gn_db"] = snr_db(x, gn)
         if "rst" in folders:
-            rst = restore(model, adv)
+            rst = restore(model, adv, code=code)
             save_audio(Path(folders["rst"]) / f"{utt}.wav", rst)
             out["snr_rst_db"] = snr_db(x, rst)
         if "rst_refined" in folders:
-            ref = restore_refined(model, adv, refine_iterations)
+            ref = restore_refined(model, adv, refine_iterations, code=code)
             save_audio(Path(folders["rst_refined"]) / f"{utt}.wav", ref)
             out["snr_rst_refined_db"] = snr_db(x, ref)
         if i < int16_utterances and model.removal is not None:
             adv16 = quantize_pcm16(adv)
             out["snr_int16_floor_db"] = snr_db(x, x + (adv16 - adv))
-            out["snr_rst_int16_db"] = snr_db(x, restore(model, adv16))
+            out["snr_rst_int16_db"] = snr_db(x, restore(model, adv16, code=code))
             out["snr_rst_refined_int16_db"] = snr_db(
-                x, restore_refined(model, adv16, refine_iterations)
+                x, restore_refined(model, adv16, refine_iterations, code=code)
             )
         records.append(out)
     return pd.DataFrame(records)
+
+
+def matched_noise(x: np.ndarray, delta: np.ndarray, seed: int, utt_id: str) -> np.ndarray:
+    """Condition ``gn``: x plus white Gaussian noise of δ's power, seeded by (seed, utt_id).
+
+    Same SNR against x as the protected x' = x + δ; what the perturbation does beyond that is its
+    adversarial part.
+    """
+    import zlib
+
+    rng = np.random.default_rng([seed, zlib.crc32(utt_id.encode())])
+    power = float(np.mean(np.asarray(delta, dtype=np.float64) ** 2))
+    noise = rng.standard_normal(len(x)) * np.sqrt(power)
+    return (x + noise).astype(np.float32)
 
 
 def mean_db(values) -> float:

@@ -33,6 +33,7 @@ from spkadv.losses import LossWeights, compute_losses
 from spkadv.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
 
 CHECKPOINT_NAME = "last.pt"
+ATTACK_TARGETS = ("utterance", "centroid")
 
 
 class CheckpointError(RuntimeError):
@@ -61,12 +62,23 @@ class TrainConfig:
     seed: int = 0
     removal_steps: int = 0  # joint only: extra steps after `steps`, F_P frozen, F_R alone on L_rpt
     removal_init_from_generator: bool = False  # start that phase from F_P's weights, n negated
+    attack_target: str = (
+        "utterance"  # eq. 2 against the clean utterance (paper) | its speaker centroid
+    )
+    code_sigma: float = 0.0  # model.code_film: std of the random per-example codes seen in training
+    cpu_bf16: bool = False  # bf16 autocast of the forward passes on CPU too (CUDA always uses it)
 
     def __post_init__(self) -> None:
         if self.removal_steps < 0:
             raise ValueError(f"removal_steps={self.removal_steps} must be >= 0")
         if self.removal_steps and not self.joint:
             raise ValueError("removal_steps > 0 needs joint=True (there is no F_R to fine-tune)")
+        if self.attack_target not in ATTACK_TARGETS:
+            raise ValueError(
+                f"attack_target={self.attack_target!r}; choose one of {ATTACK_TARGETS}"
+            )
+        if self.code_sigma < 0:
+            raise ValueError(f"code_sigma={self.code_sigma} must be >= 0")
 
     @property
     def total_steps(self) -> int:
@@ -104,6 +116,8 @@ def config_from_params(
         input_norm=params["MODEL_INPUT_NORM"],
         level_window=params["MODEL_LEVEL_WINDOW"],
         level_floor=params["MODEL_LEVEL_FLOOR"],
+        embed_dim=params.get("MODEL_EMBED_DIM", 0),
+        code_film=params.get("MODEL_CODE_FILM", False),
     )
     weights = LossWeights(
         alpha=params["LOSS_ALPHA"],
@@ -113,6 +127,8 @@ def config_from_params(
         norm=params["LOSS_NORM"],
         quality=params.get("LOSS_QUALITY", "eq3"),
         snr_target_db=params.get("SNR_TARGET_DB", 30.0),
+        attack_margin=params.get("ATTACK_MARGIN", 1.0),
+        rpt=params.get("RPT_FORM", "eq8"),
     )
     return TrainConfig(
         model=model,
@@ -133,11 +149,15 @@ def config_from_params(
         removal_init_from_generator=params.get("REMOVAL_INIT_FROM_GENERATOR", False)
         if joint
         else False,
+        attack_target=params.get("ATTACK_TARGET", "utterance"),
+        code_sigma=params.get("CODE_SIGMA", 0.0),
+        cpu_bf16=params.get("CPU_BF16", False),
     )
 
 
 class CropDataset(Dataset):
-    """Item ``k`` is a random crop chosen by ``default_rng([seed, k])`` (zero padded if short)."""
+    """Item ``k`` is a random crop chosen by ``default_rng([seed, k])`` (zero padded if short), with
+    the index of the utterance it was cut from."""
 
     def __init__(self, waves: Sequence[np.ndarray], crop_samples: int, seed: int) -> None:
         if not waves:
@@ -147,14 +167,15 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return 2**62
 
-    def __getitem__(self, k: int) -> torch.Tensor:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
         rng = np.random.default_rng([self.seed, k])
-        wave = self.waves[int(rng.integers(len(self.waves)))]
+        index = int(rng.integers(len(self.waves)))
+        wave = self.waves[index]
         start = int(rng.integers(max(1, len(wave) - self.crop + 1)))
         crop = np.zeros(self.crop, dtype=np.float32)
         piece = wave[start : start + self.crop]
         crop[: len(piece)] = piece
-        return torch.from_numpy(crop)
+        return torch.from_numpy(crop), index
 
 
 class StepSampler(Sampler):
@@ -225,6 +246,8 @@ def train(
     resume: bool = True,
     stop_after: int | None = None,
     device: torch.device | None = None,
+    speakers: Sequence[str] | None = None,
+    max_cpu_seconds: float | None = None,
 ) -> TrainResult:
     """Train F_P (and F_R when ``config.joint``) against the frozen ``encoder``.
 
@@ -233,6 +256,9 @@ def train(
         encoder: frozen speaker encoder with ``.embed(waves [B, T]) -> [B, D]``.
         checkpoint_dir: where ``last.pt`` lives; an existing one is resumed when ``resume``.
         stop_after: stop (as if interrupted) after this many steps of this call (for tests).
+        speakers: speaker of each utterance (needed by ``attack_target="centroid"``).
+        max_cpu_seconds: stop (as if interrupted) once the run's process CPU time, summed over
+            calls (stored in the checkpoint), reaches this budget: equal-budget comparisons.
     """
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if distributed else 0
@@ -247,6 +273,14 @@ def train(
     encoder = encoder.to(device).eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
+    cpu_start = time.process_time()
+    centroids = wave_centroid = None
+    if config.attack_target == "centroid":
+        if speakers is None or len(speakers) != len(waves):
+            raise ValueError(
+                "attack_target='centroid' needs the speaker of every training utterance"
+            )
+        centroids, wave_centroid = speaker_centroids(encoder, waves, speakers, device)
     params = list(generator.parameters()) + (list(removal.parameters()) if removal else [])
     optimizer = torch.optim.Adam(params, lr=config.lr)
 
@@ -263,6 +297,7 @@ def train(
             removal.load_state_dict(state["removal"])
         optimizer.load_state_dict(state["optimizer"])
         step, history, elapsed = state["step"], list(state["history"]), state["elapsed_s"]
+        cpu_start -= state.get("cpu_s", 0.0)
     resumed_from = step
 
     gen_m, rem_m = generator, removal
@@ -296,42 +331,60 @@ def train(
     generator.train()
     if removal is not None:
         removal.train()
-    for x in loader:
+    autocast = cuda or config.cpu_bf16
+    code_dim = config.model.code_dim
+    code_rng = torch.Generator().manual_seed(config.seed + 7919)
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            ckpt_path,
+            {
+                "step": step,
+                "config": config.to_dict(),
+                "generator": generator.state_dict(),
+                "removal": removal.state_dict() if removal is not None else {},
+                "optimizer": optimizer.state_dict(),
+                "history": history,
+                "elapsed_s": elapsed + time.perf_counter() - t0,
+                "cpu_s": time.process_time() - cpu_start,
+            },
+        )
+
+    for x, index in loader:
+        if max_cpu_seconds is not None and time.process_time() - cpu_start >= max_cpu_seconds:
+            if rank == 0 and step > resumed_from:
+                checkpoint()
+            break
         x = x.to(device, non_blocking=cuda)
+        code = None
+        if code_dim and config.code_sigma > 0:  # the family of perturbations F_R must learn to undo
+            code = (config.code_sigma * torch.randn(x.shape[0], code_dim, generator=code_rng)).to(
+                device
+            )
         if step >= config.steps:  # removal fine-tuning: F_P frozen, F_R alone on L_rpt (eq. 8)
             generator.eval()
             if step == config.steps:
                 if config.removal_init_from_generator:
                     init_removal_from_generator(removal, generator)
-            record = _removal_step(config, generator, rem_m, x, optimizer, params)
+            record = _removal_step(config, generator, rem_m, x, optimizer, params, encoder, code)
             step += 1
             record["step"] = step
             history.append(record)
             bar.update(1)
             bar.set_postfix(rpt=f"{record['rpt']:.4f}")
             if rank == 0 and (step % config.checkpoint_every == 0 or step == last):
-                save_checkpoint(
-                    ckpt_path,
-                    {
-                        "step": step,
-                        "config": config.to_dict(),
-                        "generator": generator.state_dict(),
-                        "removal": removal.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "history": history,
-                        "elapsed_s": elapsed + time.perf_counter() - t0,
-                    },
-                )
+                checkpoint()
             continue
         use_mask = step >= config.warm_start_steps
         ramp = (
             min(1.0, (step + 1) / config.quality_ramp_steps) if config.quality_ramp_steps else 1.0
         )
         weights = dataclasses.replace(config.weights, beta=config.weights.beta * ramp)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             with torch.no_grad():
                 z = encoder.embed(x)
-            n, m = gen_m(x, use_mask=use_mask)
+            emb = _unit(z) if config.model.embed_dim else None
+            n, m = gen_m(x, use_mask=use_mask, embedding=emb, code=code)
             x_adv = x + config.eps * n * m
             z_adv = encoder.embed(x_adv)
             n_rev = m_rev = None
@@ -339,9 +392,11 @@ def train(
                 # Without rpt_to_generator, F_R follows F_P: no gradient of L_rpt reaches F_P
                 # (measured: with it, F_P learned a trivially invertible saturated n = ±1).
                 cut = (lambda t: t) if config.rpt_to_generator else (lambda t: t.detach())
-                n_rev, m_rev = rem_m(cut(x_adv), use_mask=use_mask)
+                emb_rev = _unit(z_adv.detach()) if config.model.embed_dim else None
+                n_rev, m_rev = rem_m(cut(x_adv), use_mask=use_mask, embedding=emb_rev, code=code)
+        target = z if centroids is None else centroids[wave_centroid[index.to(device)]]
         terms = compute_losses(
-            z.float(), z_adv.float(), x, x_adv.float(), n.float(), m.float(), weights,
+            target.float(), z_adv.float(), x, x_adv.float(), n.float(), m.float(), weights,
             None if n_rev is None else n_rev.float(), None if m_rev is None else m_rev.float(),
             detach_targets=not config.rpt_to_generator,
         )  # fmt: skip
@@ -364,18 +419,7 @@ def train(
         if rank == 0 and (
             step % config.checkpoint_every == 0 or step % steps_per_epoch == 0 or step == last
         ):
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "step": step,
-                    "config": config.to_dict(),
-                    "generator": generator.state_dict(),
-                    "removal": removal.state_dict() if removal is not None else {},
-                    "optimizer": optimizer.state_dict(),
-                    "history": history,
-                    "elapsed_s": elapsed + time.perf_counter() - t0,
-                },
-            )
+            checkpoint()
     bar.close()
     if distributed:
         torch.distributed.barrier()
@@ -399,17 +443,63 @@ def init_removal_from_generator(removal: RemovalModule, generator: SSEDGenerator
         last.bias.neg_()
 
 
-def _removal_step(config, generator, removal, x, optimizer, params) -> dict[str, float]:
-    """One step of L_rpt (eq. 8) for F_R alone; no speaker encoder involved."""
-    from spkadv.losses import mask_loss, noise_loss, rpt_loss
+def _unit(z: torch.Tensor) -> torch.Tensor:
+    """Length-normalised embeddings (the conditioning input of FiLM)."""
+    return torch.nn.functional.normalize(z.float(), dim=-1)
 
+
+def speaker_centroids(
+    encoder: torch.nn.Module,
+    waves: Sequence[np.ndarray],
+    speakers: Sequence[str],
+    device: torch.device,
+    max_seconds: float = 4.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean unit embedding per speaker (utterances cut to ``max_seconds``) and each wave's row.
+
+    Cached for the same encoder and wave list (a study resumes training several times)."""
+    key = (id(encoder), id(waves), len(waves), max_seconds)
+    if key in _CENTROID_CACHE:
+        centroids, rows = _CENTROID_CACHE[key]
+        return centroids.to(device), rows.to(device)
+    names = sorted(set(speakers))
+    row = {name: i for i, name in enumerate(names)}
+    sums = torch.zeros(len(names), 0)
     with torch.no_grad():
-        n, m = generator(x)
+        for wave, speaker in zip(waves, speakers, strict=True):
+            piece = torch.from_numpy(np.asarray(wave[: int(max_seconds * SAMPLE_RATE)]))
+            z = _unit(encoder.embed(piece.to(device).unsqueeze(0))).cpu()
+            if sums.shape[1] == 0:
+                sums = torch.zeros(len(names), z.shape[-1])
+            sums[row[speaker]] += z[0]
+    centroids = torch.nn.functional.normalize(sums, dim=-1).to(device)
+    rows = torch.tensor([row[s] for s in speakers], device=device)
+    _CENTROID_CACHE[key] = (centroids, rows)
+    return centroids, rows
+
+
+_CENTROID_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _removal_step(
+    config, generator, removal, x, optimizer, params, encoder=None, code=None
+) -> dict[str, float]:
+    """One step of L_rpt (eq. 8, or the δ form) for F_R alone (the encoder only conditions)."""
+    from spkadv.losses import delta_removal_loss, mask_loss, noise_loss, rpt_loss
+
+    conditioned = config.model.embed_dim > 0
+    with torch.no_grad():
+        emb = _unit(encoder.embed(x)) if conditioned else None
+        n, m = generator(x, embedding=emb, code=code)
         x_adv = x + config.eps * n * m
-    n_rev, m_rev = removal(x_adv)
+        emb_rev = _unit(encoder.embed(x_adv)) if conditioned else None
+    n_rev, m_rev = removal(x_adv, embedding=emb_rev, code=code)
     w = config.weights
     terms = {"noise": noise_loss(n, n_rev, w), "mask": mask_loss(m, m_rev, w)}
-    terms["rpt"] = rpt_loss(terms["mask"], terms["noise"], w)
+    if w.rpt == "delta":
+        terms["rpt"] = delta_removal_loss(n, m, n_rev, m_rev)
+    else:
+        terms["rpt"] = rpt_loss(terms["mask"], terms["noise"], w)
     optimizer.zero_grad(set_to_none=True)
     terms["rpt"].backward()
     if config.grad_clip > 0:

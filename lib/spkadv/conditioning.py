@@ -1,0 +1,105 @@
+"""Per-utterance conditioning of the generator: utterance embeddings and optimised codes.
+
+Two options beyond the paper, both constant over an utterance, so chunked processing with the same
+vectors equals whole-file processing:
+
+- *utterance context* (``SSEDConfig.embed_dim``): F_P is conditioned (FiLM) on the white-box
+  embedding of the whole clean utterance, F_R on that of the protected one it receives;
+- *per-utterance code* (``SSEDConfig.code_film``): a vector of per-channel scales and shifts of the
+  generator's bottleneck, optimised for a few steps per utterance against the white-box encoder
+  (:func:`optimise_code`). The perturbation stays in the family the generator and F_R were trained
+  on (random codes in training), and the code travels in the protected file's sidecar: it is
+  useless without the model, and lets F_R and the fixed-point refinement undo exactly that member.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spkadv import SAMPLE_RATE
+from spkadv.models import NoiseMaskGenerator
+
+EMBED_WINDOW_SECONDS = 30.0  # long files: mean of unit embeddings of windows of this length
+
+
+def utterance_embedding(encoder: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
+    """Unit white-box embedding [1, D] of a whole waveform (30 s windows averaged when longer)."""
+    device = next(encoder.parameters()).device
+    window = int(EMBED_WINDOW_SECONDS * SAMPLE_RATE)
+    pieces = [x[a : a + window] for a in range(0, max(1, len(x)), window)]
+    if len(pieces) > 1 and len(pieces[-1]) < window // 4:  # a short tail joins the previous window
+        pieces[-2] = np.concatenate([pieces[-2], pieces.pop()])
+    total = None
+    with torch.no_grad():  # not inference_mode: the encoder may cache tensors reused with grad
+        for piece in pieces:
+            xt = torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32)).to(device)
+            z = F.normalize(encoder.embed(xt.unsqueeze(0)).float(), dim=-1) * len(piece)
+            total = z if total is None else total + z
+    return F.normalize(total, dim=-1).cpu()
+
+
+def optimisation_windows(x: np.ndarray, window_seconds: float, max_windows: int) -> np.ndarray:
+    """Up to ``max_windows`` evenly spaced windows of ``window_seconds`` ([W, T]) from ``x``;
+    the whole signal (zero padded to one window) when it is shorter."""
+    window = int(window_seconds * SAMPLE_RATE)
+    if len(x) <= window:
+        return np.pad(x, (0, window - len(x)))[None].astype(np.float32)
+    count = min(max_windows, int(np.ceil(len(x) / window)))
+    starts = np.linspace(0, len(x) - window, count).round().astype(int)
+    return np.stack([x[s : s + window] for s in starts]).astype(np.float32)
+
+
+def optimise_code(
+    generator: NoiseMaskGenerator,
+    encoder: torch.nn.Module,
+    x: np.ndarray,
+    eps: float,
+    steps: int,
+    lr: float = 0.5,
+    radius: float = 3.0,
+    snr_target_db: float | None = None,
+    window_seconds: float = 3.0,
+    max_windows: int = 2,
+    embedding: torch.Tensor | None = None,
+) -> tuple[np.ndarray, list[float]]:
+    """Optimise the generator's code for one utterance: minimise cos(z(x), z(x + δ(x; c))).
+
+    Adam on the code for ``steps`` steps on up to ``max_windows`` windows of ``window_seconds``
+    (bounded cost whatever the file length), the code kept in the ball of ``radius`` (the region
+    training covered), and relu(snr_target_db − SNR) in the loss when a target is given. Returns
+    the code with the lowest loss seen (the zero code counts) and the cosine after each step.
+    """
+    dim = generator.config.code_dim
+    if not dim:
+        raise ValueError("this generator takes no code (SSEDConfig.code_film is false)")
+    device = next(generator.parameters()).device
+    windows = torch.from_numpy(optimisation_windows(x, window_seconds, max_windows)).to(device)
+    emb = None if embedding is None else embedding.to(device).expand(len(windows), -1)
+    with torch.no_grad():
+        z = encoder.embed(windows)
+    code = torch.zeros(1, dim, device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([code], lr=lr)
+    best, best_loss, history = code.detach().clone(), float("inf"), []
+    for step in range(steps + 1):
+        n, m = generator(windows, embedding=emb, code=code.expand(len(windows), -1))
+        delta = eps * n * m
+        cos = F.cosine_similarity(z, encoder.embed(windows + delta), dim=-1).mean()
+        loss = cos
+        if snr_target_db is not None:
+            snr = 10 * torch.log10(windows.pow(2).sum() / delta.pow(2).sum().clamp_min(1e-20))
+            loss = loss + 0.05 * torch.relu(snr_target_db - snr)
+        if float(loss.detach()) < best_loss:
+            best, best_loss = code.detach().clone(), float(loss.detach())
+        if step:
+            history.append(float(cos.detach()))
+        if step == steps:
+            break
+        (code.grad,) = torch.autograd.grad(loss, code)  # no gradients for the model's weights
+        optimiser.step()
+        with torch.no_grad():
+            norm = code.norm()
+            if norm > radius:
+                code.mul_(radius / norm)
+    return best[0].cpu().numpy().astype(np.float32), history

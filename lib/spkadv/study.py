@@ -1,0 +1,296 @@
+"""The attack study: generator variants trained for the same CPU budget, scored on one fixed subset.
+
+Each variant is the profile's SSED configuration with a few parameters changed (``VARIANTS``). It is
+trained alone (L_SSED, eq. 4: the attack is what is compared) for ``cpu_minutes`` of process CPU
+time, scored at a few points of that budget (the learning curve), and, for variants with a
+per-utterance code, scored again with the code optimised per utterance. All variants see the same
+seeds, crops and evaluation subset. Scores use all pairs of the subset (enrolment: the original of
+utterance i, test: condition c of utterance j ≠ i) with the white-box encoder:
+
+- ``rec-rec``: originals on both sides; ``rec-adv``: protected test; ``rec-gn``: Gaussian noise of the
+  same power as each utterance's δ (same SNR as adv); ``adversarial_gain`` = rec-adv / rec-gn.
+- PGD at the best variant's SNR (per utterance) is the frontier a per-utterance optimiser reaches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from spkadv import SAMPLE_RATE, metrics, protect, train
+from spkadv.audio import load_audio
+
+# name -> (profile parameter overrides, what it tests)
+VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
+    "base": ({}, "the profile's generator, fp32"),
+    "bf16": ({"CPU_BF16": True}, "CPU bf16 autocast: more steps in the same budget"),
+    "centroid": (
+        {"CPU_BF16": True, "ATTACK_TARGET": "centroid", "ATTACK_MARGIN": 0.2},
+        "bf16 + loss to the speaker centroid, hinge at cos 0.2",
+    ),
+    "context": (
+        {"CPU_BF16": True, "MODEL_EMBED_DIM": 192},
+        "bf16 + FiLM from the white-box embedding of the utterance (utterance context)",
+    ),
+    "wide": (
+        {"CPU_BF16": True, "MODEL_RES_BLOCKS": 5},
+        "bf16 + 5 dilated residual blocks (receptive field about ±0.15 s)",
+    ),
+    "crop2s": ({"CPU_BF16": True, "CROP_SECONDS": 2.0, "BATCH_SIZE": 2}, "bf16 + 2 s crops"),
+    "code": (
+        {"CPU_BF16": True, "MODEL_CODE_FILM": True, "CODE_SIGMA": 0.3},
+        "bf16 + bottleneck FiLM code (random in training; optimised per utterance when protecting)",
+    ),
+}
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """The fixed evaluation subset: waveforms (cut to a common maximum length) and speakers."""
+
+    utt_ids: list[str]
+    speakers: list[str]
+    waves: list[np.ndarray]
+
+    @classmethod
+    def from_manifest(
+        cls, eval_rows: pd.DataFrame, per_speaker: int, max_seconds: float
+    ) -> EvalSet:
+        rows = eval_rows.groupby("speaker", sort=False).head(per_speaker)
+        cut = int(max_seconds * SAMPLE_RATE)
+        waves = [load_audio(p)[:cut] for p in rows["path"]]
+        return cls(list(rows["utt_id"]), list(rows["speaker"]), waves)
+
+
+def _embed(encoder: torch.nn.Module, waves: Sequence[np.ndarray]) -> np.ndarray:
+    out = []
+    with torch.no_grad():  # not inference_mode: the encoder may cache tensors reused with grad
+        for wave in waves:
+            z = encoder.embed(torch.from_numpy(np.ascontiguousarray(wave)).unsqueeze(0))
+            out.append(F.normalize(z.float(), dim=-1)[0].numpy())
+    return np.stack(out)
+
+
+def pair_eer(enrol: np.ndarray, test: np.ndarray, speakers: Sequence[str]) -> float:
+    """EER (%) over all pairs i ≠ j of unit embeddings: enrolment row i, test row j."""
+    scores = enrol @ test.T
+    spk = np.asarray(speakers)
+    same = spk[:, None] == spk[None, :]
+    off = ~np.eye(len(spk), dtype=bool)
+    return metrics.eer(scores[same & off], scores[~same])
+
+
+def score(
+    encoder: torch.nn.Module,
+    evalset: EvalSet,
+    rec_emb: np.ndarray,
+    protect_fn: Callable[[int, np.ndarray], np.ndarray],
+    pesq_utts: int = 0,
+    noise_seed: int = 0,
+    restore_fn: Callable[[int, np.ndarray], np.ndarray] | None = None,
+) -> dict[str, float]:
+    """Protect every subset utterance with ``protect_fn(i, x)`` and score adv and gn (and the
+    restoration ``restore_fn(i, x')`` when given: rec-rst EER and SNR)."""
+    advs, gns, snrs, pesqs, rsts, snr_rst = [], [], [], [], [], []
+    for i, (utt, x) in enumerate(zip(evalset.utt_ids, evalset.waves, strict=True)):
+        adv = protect_fn(i, x)
+        advs.append(adv)
+        if restore_fn is not None:
+            rsts.append(restore_fn(i, adv))
+            snr_rst.append(metrics.snr_db(x, rsts[-1]))
+        gns.append(protect.matched_noise(x, adv - x, noise_seed, utt))
+        snrs.append(metrics.snr_db(x, adv))
+        if i < pesq_utts:
+            pesqs.append(metrics.pesq_nb_raw(x, adv))
+    adv_emb, gn_emb = _embed(encoder, advs), _embed(encoder, gns)
+    out = {
+        "eer_recrec": pair_eer(rec_emb, rec_emb, evalset.speakers),
+        "eer_recadv": pair_eer(rec_emb, adv_emb, evalset.speakers),
+        "eer_recgn": pair_eer(rec_emb, gn_emb, evalset.speakers),
+        "cos_x_adv": float(np.mean(np.sum(rec_emb * adv_emb, axis=1))),
+        "snr_adv_db": protect.mean_db(snrs),
+        "pesq_adv_nb_raw": float(np.mean(pesqs)) if pesqs else float("nan"),
+    }
+    if restore_fn is not None:
+        out["eer_recrst"] = pair_eer(rec_emb, _embed(encoder, rsts), evalset.speakers)
+        out["snr_rst_db"] = protect.mean_db(snr_rst)
+    gn = out["eer_recgn"]
+    out["adversarial_gain"] = out["eer_recadv"] / gn if gn > 0 else float("nan")
+    return out
+
+
+def run_variant(
+    name: str,
+    params: dict[str, Any],
+    waves: Sequence[np.ndarray],
+    speakers: Sequence[str],
+    encoder: torch.nn.Module,
+    evalset: EvalSet,
+    rec_emb: np.ndarray,
+    out_dir: Path,
+    cpu_minutes: float,
+    curve_points: int = 2,
+    code_steps: int = 0,
+    pesq_utts: int = 20,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Train one variant for ``cpu_minutes`` of CPU time and score it at ``curve_points`` points.
+
+    Returns one record per point (and one more with optimised codes for code variants). Resumable:
+    training resumes from the variant's checkpoint; scores of finished points are recomputed.
+    """
+    overrides, _ = VARIANTS[name]
+    cfg = train.config_from_params(
+        {**params, **overrides}, "SSED_STEPS", "SSED_WARM_START_STEPS", joint=False
+    )
+    cfg = dataclasses.replace(cfg, steps=10**9, checkpoint_every=10**9)  # the budget stops it
+    records = []
+    for point in range(1, curve_points + 1):
+        budget = 60.0 * cpu_minutes * point / curve_points
+        result = train.train(
+            cfg,
+            waves,
+            encoder,
+            out_dir / name,
+            progress=progress,
+            speakers=speakers,
+            max_cpu_seconds=budget,
+            device=torch.device("cpu"),
+        )
+        state = train.load_checkpoint(Path(out_dir / name) / train.CHECKPOINT_NAME)
+        model = protect.ProtectionModel(
+            result.generator, None, cfg.eps, "", cfg.model, {"encoder": "study"}, encoder
+        )
+        base = {
+            "variant": name,
+            "cpu_minutes": state.get("cpu_s", budget) / 60,
+            "steps": result.steps,
+            "audio_hours_seen": result.steps * cfg.batch_size * cfg.crop_seconds / 3600,
+            "steps_per_cpu_second": result.steps / max(state.get("cpu_s", budget), 1e-9),
+        }
+        t0 = time.process_time()
+        scores = score(
+            encoder,
+            evalset,
+            rec_emb,
+            lambda i, x, m=model: protect.protect(m, x),
+            pesq_utts=pesq_utts if point == curve_points else 0,
+        )
+        records.append({**base, **scores, "eval_cpu_s": time.process_time() - t0})
+        if point == curve_points and cfg.model.code_film and code_steps > 0:
+            model.meta.update(code_steps=code_steps, snr_target_db=cfg.weights.snr_target_db)
+            t0 = time.process_time()
+            scores = score(
+                encoder,
+                evalset,
+                rec_emb,
+                lambda i, x, m=model: protect.protect(m, x, code=protect.protection_code(m, x)),
+                pesq_utts=pesq_utts,
+            )
+            records.append(
+                {
+                    **base,
+                    **scores,
+                    "variant": f"{name}+opt{code_steps}",
+                    "eval_cpu_s": time.process_time() - t0,
+                }
+            )
+    return records
+
+
+def pgd_frontier(
+    encoder: torch.nn.Module,
+    evalset: EvalSet,
+    rec_emb: np.ndarray,
+    snr_db: float,
+    steps: int,
+) -> dict[str, Any]:
+    """Per-utterance PGD on the white-box encoder at ``snr_db`` (L2 budget), scored like a variant."""
+    from spkadv.attacks import pgd
+
+    t0 = time.process_time()
+    scores = score(
+        encoder,
+        evalset,
+        rec_emb,
+        lambda i, x: pgd(encoder, x, snr_db=snr_db, steps=steps, seed=i).x_adv,
+    )
+    return {"variant": f"pgd{steps}", **scores, "eval_cpu_s": time.process_time() - t0}
+
+
+def joint_run(
+    params: dict[str, Any],
+    seed: int,
+    threads: int,
+    step_fraction: float,
+    waves: Sequence[np.ndarray],
+    speakers: Sequence[str],
+    encoder: torch.nn.Module,
+    evalset: EvalSet,
+    rec_emb: np.ndarray,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Joint training (notebook 20's configuration, ``step_fraction`` of its steps) with one seed
+    and thread count, scored on the subset with protection and one-shot restoration.
+
+    ``collapsed`` flags a run whose removal is a no-op (SNR(rst) < SNR(adv) + 3 dB) or whose
+    attack is no better than noise (rec-adv <= rec-gn).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cfg = train.config_from_params(
+            {**params, "SEED": seed}, "JOINT_STEPS", "JOINT_WARM_START_STEPS", joint=True
+        )
+        cfg = dataclasses.replace(
+            cfg,
+            steps=max(1, round(cfg.steps * step_fraction)),
+            removal_steps=round(cfg.removal_steps * step_fraction),
+        )
+        t0 = time.perf_counter()
+        result = train.train(
+            cfg, waves, encoder, out_dir / f"seed{seed}_threads{threads}", progress=False,
+            speakers=speakers, device=torch.device("cpu"),
+        )  # fmt: skip
+        minutes = (time.perf_counter() - t0) / 60
+        meta = {
+            "encoder": "study",
+            "code_steps": params.get("CODE_STEPS", 0),
+            "snr_target_db": cfg.weights.snr_target_db,
+            "code_radius": cfg.code_sigma * cfg.model.code_dim**0.5,
+        }
+        model = protect.ProtectionModel(
+            result.generator, result.removal, cfg.eps, "", cfg.model, meta, encoder
+        )
+        codes: dict[int, np.ndarray | None] = {}
+
+        def protect_fn(i: int, x: np.ndarray) -> np.ndarray:
+            codes[i] = protect.protection_code(model, x)
+            return protect.protect(model, x, code=codes[i])
+
+        scores = score(
+            encoder, evalset, rec_emb, protect_fn,
+            restore_fn=lambda i, adv: protect.restore(model, adv, code=codes[i]),
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(previous)
+    collapsed = (
+        scores["snr_rst_db"] < scores["snr_adv_db"] + 3
+        or scores["eer_recadv"] <= scores["eer_recgn"]
+    )
+    return {
+        "seed": seed,
+        "threads": threads,
+        "steps": result.steps,
+        "train_wall_minutes": minutes,
+        **scores,
+        "collapsed": bool(collapsed),
+    }
