@@ -1,21 +1,15 @@
 """Item 5: evaluation costs: EER scoring of 40 000 trials, embedding and transcription real-time
 factors, and a re-run of the table notebooks (40, 50) with warm caches against a cold run.
 
-The table re-run copies ``runs/smoke`` to a temporary ``SPKADV_RUNS``, removes the embedding /
+The table re-run mirrors ``runs/smoke`` into a scratch folder without the embedding /
 transcript caches and the outputs of stages 40 and 50 (cold), runs those two stages with the
-pipeline, then runs them again with ``--force`` (warm: caches kept). Stages 00-30 must have been
-run for the smoke profile first.
+pipeline, then runs them again with ``--force`` (warm: caches kept); see benchmarks/bench_rerun.py.
+Stages 00-30 must have been run for the smoke profile first.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,70 +87,11 @@ def transcription_rtf(files: int) -> dict[str, Any]:
     return out
 
 
-def _run_stages(runs: Path, force: bool) -> float:
-    env = dict(os.environ, SPKADV_RUNS=str(runs), TQDM_DISABLE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "spkadv.pipeline", "--profile", "smoke"]
-    for stage in TABLE_STAGES:
-        cmd += ["--only", stage]
-    if force:
-        cmd.append("--force")
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{(proc.stderr or proc.stdout)[-2000:]}")
-    return time.perf_counter() - t0
-
-
-def _slowest_cells(profile_runs: Path, top: int = 4) -> list[str]:
-    """The slowest code cells of the executed table notebooks (papermill's per-cell durations)."""
-    import json
-
-    cells = []
-    for stage in TABLE_STAGES:
-        executed = profile_runs / stage / f"{stage}.ipynb"
-        if not executed.exists():
-            continue
-        for i, cell in enumerate(json.loads(executed.read_text(encoding="utf-8"))["cells"]):
-            duration = cell.get("metadata", {}).get("papermill", {}).get("duration")
-            if cell["cell_type"] == "code" and duration:
-                first = "".join(cell["source"]).strip().splitlines()[0][:70]
-                cells.append((duration, f"{stage} cell {i}: {duration:.1f} s: {first}"))
-    return [text for _, text in sorted(cells, reverse=True)[:top]]
-
-
 def table_rerun() -> dict[str, Any]:
-    from spkadv.config import notebooks_dir, runs_root
+    """Cold and warm runs of the smoke profile's table notebooks (see benchmarks/bench_rerun.py)."""
+    from benchmarks import bench_rerun
 
-    source = runs_root() / "smoke"
-    missing = [s for s in TABLE_STAGES if not (notebooks_dir() / f"{s}.ipynb").exists()]
-    if missing:
-        raise common.Unavailable(f"notebooks {missing} are not in {notebooks_dir()} yet")
-    needed = ("00_data_prep", "20_joint_training", "30_purification")
-    absent = [s for s in needed if not (source / s / "metrics.json").exists()]
-    if absent:
-        raise common.Unavailable(
-            f"stages {absent} of the smoke profile have not run: python -m spkadv.pipeline --profile smoke"
-        )
-    with tempfile.TemporaryDirectory(prefix="spkadv-bench-") as tmp:
-        runs = Path(tmp) / "runs"
-        shutil.copytree(
-            source,
-            runs / "smoke",
-            ignore=shutil.ignore_patterns("cache", *TABLE_STAGES, ".pipeline.lock"),
-        )
-        cold = _run_stages(runs, force=True)
-        cold_cells = _slowest_cells(runs / "smoke")
-        warm = _run_stages(runs, force=True)
-        warm_cells = _slowest_cells(runs / "smoke")
-    return {
-        "table_cold_seconds": cold,
-        "table_warm_seconds": warm,
-        "cold_slowest_cells": cold_cells,
-        "warm_slowest_cells": warm_cells,
-        "table_rerun_speedup": cold / warm,
-        "stages": list(TABLE_STAGES),
-        "profile": "smoke",
-    }
+    return bench_rerun.table_rerun("smoke")
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -139,18 +139,25 @@ def measure_peak(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 # -- fresh worker processes -----------------------------------------------------------------------
 def run_worker(
-    target: str, kwargs: dict[str, Any], threads: int, timeout: float = 1800
+    target: str,
+    kwargs: dict[str, Any],
+    threads: int,
+    timeout: float = 1800,
+    nice: int = 0,
 ) -> dict[str, Any]:
     """Run ``module:function(**kwargs)`` in a fresh Python process limited to ``threads`` threads.
 
     A fresh process per setting keeps thread pools, allocator caches and peak-memory counters of
-    one measurement out of the next. The function returns a JSON-able dict.
+    one measurement out of the next. The function returns a JSON-able dict. ``nice`` lowers the
+    worker's priority (for untimed work on a shared machine).
     """
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
     root = Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "benchmarks.common", target, json.dumps(kwargs), str(threads)]
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:

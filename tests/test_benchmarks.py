@@ -216,3 +216,44 @@ def test_stage_minutes_reads_the_pipeline_summary(tmp_runs):
     full = bench_pipeline.stage_minutes("smoke")
     assert full["complete"] is True
     assert full["total_minutes"] == pytest.approx(6.0 + 0.5 * len(NOTEBOOK_STAGES[3:]))
+
+
+# -- stream, rerun --------------------------------------------------------------------------------
+def test_long_test_file_is_written_in_blocks_to_the_exact_length(tmp_path):
+    import soundfile as sf
+
+    from benchmarks import bench_stream
+
+    path = tmp_path / "long.wav"
+    bench_stream.write_long_file(path, 2.5, block_seconds=1.0)
+    info = sf.info(str(path))
+    assert info.frames == 40_000 and info.samplerate == 16_000 and info.subtype == "PCM_16"
+
+
+def test_rerun_mirror_links_files_and_atomic_writes_leave_the_source_alone(tmp_path):
+    from spkadv.fileio import write_json
+
+    from benchmarks import bench_rerun
+
+    src = tmp_path / "default"
+    (src / "20_joint_training").mkdir(parents=True)
+    (src / "cache").mkdir()
+    (src / "40_table1_eer").mkdir()
+    (src / "20_joint_training" / "metrics.json").write_text('{"a": 1}')
+    (src / "cache" / "emb.npy").write_text("x")
+    assert bench_rerun.mirror(src, tmp_path / "copy" / "default") == 1
+    copy = tmp_path / "copy" / "default"
+    assert (copy / "20_joint_training").is_dir() and not (copy / "20_joint_training").is_symlink()
+    assert not (copy / "cache").exists() and not (copy / "40_table1_eer").exists()
+    write_json(copy / "20_joint_training" / "metrics.json", {"a": 2})  # atomic: replaces the link
+    assert (src / "20_joint_training" / "metrics.json").read_text() == '{"a": 1}'
+
+
+def test_rerun_of_the_default_profile_says_why_it_is_not_measured(tmp_runs):
+    from benchmarks import bench_rerun
+
+    out = bench_rerun.run(quick=False)
+    assert out["table_rerun_speedup_default"] is None
+    assert "have not run" in out["table_rerun_speedup_default_reason"]
+    summary = run_all.headline({"rerun": out | {"status": "ok"}})
+    assert "have not run" in summary["table_rerun_speedup_default_reason"]

@@ -1,0 +1,285 @@
+"""Item bf16: CPU bfloat16 autocast for protect/restore and for a training step: speed against
+float32, and whether quality holds.
+
+* ``bf16_protect_speedup``: protect + restore of 60 s (quick: 10 s) with the default architecture,
+  float32 time / bf16 time (``spkadv.precision.bf16_model``), best of 3, one thread.
+  The same worker records SNR(x, x') and SNR(x, x̂) of both and the relative difference of the
+  perturbations, with a trained model when there is one (see below).
+* quality, with a trained model (``SPKADV_BENCH_MODEL``, else the default profile's, else the smoke
+  profile's), at the lowest priority since it is not timed: on evaluation
+  utterances of several speakers, float32 against bf16: SNR(x, x') and SNR(x, x̂) in dB,
+  narrow-band raw PESQ(x, x'), the CAM++ EER of clean enrolment against protected tests (all pairs)
+  and the mean cosine between clean and protected embeddings; also SNR(x'_fp32, x'_bf16).
+* ``bf16_train_speedup``: one joint-training step (F_P and F_R forward, CAM++ on x and x', the
+  losses, backward, Adam) with the default profile's batch and crop, float32 time / time with
+  ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the generator, removal and encoder
+  forwards (losses in float32), best of several steps after a warm-up, one thread.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import common
+
+PROTECT_SECONDS, QUICK_PROTECT_SECONDS = 60.0, 10.0
+QUALITY_UTTERANCES, QUICK_QUALITY_UTTERANCES = 24, 6
+TRAIN_STEPS, QUICK_TRAIN_STEPS = 4, 2
+QUALITY_TIMEOUT_S = 900
+
+
+def protect_speed(seconds: float, repeat: int = 3) -> dict[str, Any]:
+    """Worker: protect and restore time in float32 and bf16, and the SNRs of their outputs."""
+    import torch
+    from spkadv import metrics, precision, protect
+
+    path, trained = _trained_model()
+    if path is not None:
+        model, source = protect.load_model(path), trained
+    else:
+        model, source = common.default_model()
+    fast = precision.bf16_model(model)
+    x, audio = common.speech_signal(seconds)
+    out: dict[str, Any] = {
+        "seconds": seconds,
+        "model": source,
+        "audio": audio,
+        "threads": torch.get_num_threads(),
+        "cpu_has_native_bf16": precision.bf16_available(),
+    }
+    advs = {}
+    for name, m in (("fp32", model), ("bf16", fast)):
+        adv = advs[name] = protect.protect(m, x)
+        out[f"protect_s_{name}"] = common.best_time(lambda m=m: protect.protect(m, x), repeat)
+        out[f"restore_s_{name}"] = common.best_time(
+            lambda m=m, a=adv: protect.restore(m, a), repeat
+        )
+        out[f"snr_adv_db_{name}"] = metrics.snr_db(x, adv)
+        out[f"snr_rst_db_{name}"] = min(200.0, metrics.snr_db(x, protect.restore(m, adv)))
+    out["snr_adv_bf16_vs_fp32_db"] = metrics.snr_db(advs["fp32"], advs["bf16"])
+    delta = advs["fp32"] - x
+    out["perturbation_rel_error_bf16"] = float(
+        np.linalg.norm(advs["bf16"] - advs["fp32"]) / max(np.linalg.norm(delta), 1e-20)
+    )
+    out["protect_speedup"] = out["protect_s_fp32"] / out["protect_s_bf16"]
+    out["restore_speedup"] = out["restore_s_fp32"] / out["restore_s_bf16"]
+    out["bf16_protect_speedup"] = (out["protect_s_fp32"] + out["restore_s_fp32"]) / (
+        out["protect_s_bf16"] + out["restore_s_bf16"]
+    )
+    return out
+
+
+def _trained_model() -> tuple[Path | None, str]:
+    """``SPKADV_BENCH_MODEL`` if set, else the default profile's trained model, else smoke's."""
+    from spkadv.config import stage_dir
+
+    chosen = os.environ.get("SPKADV_BENCH_MODEL")
+    if chosen:
+        return Path(chosen), f"trained model {chosen} (SPKADV_BENCH_MODEL)"
+    for profile in ("default", "smoke"):
+        path = stage_dir(profile, "20_joint_training", create=False) / "model.pt"
+        if path.is_file():
+            return path, f"trained {profile} model {path}"
+    return None, "no trained model (runs/default or runs/smoke 20_joint_training/model.pt)"
+
+
+def _eval_rows(count: int) -> list[dict[str, str]]:
+    """Up to ``count`` evaluation utterances spread over speakers, with absolute paths."""
+    from spkadv.config import stage_dir
+
+    manifest = stage_dir("default", "00_data_prep", create=False) / "corpus" / "manifest.tsv"
+    base = manifest.parent
+    if not manifest.is_file():
+        folder = common._shared_corpus()
+        if folder is None:
+            raise common.Unavailable("no speech corpus for the quality check")
+        manifest, base = folder / "manifest.tsv", folder
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["subset"] == "eval"]
+    by_speaker: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        by_speaker.setdefault(r["speaker"], []).append(r)
+    picked: list[dict[str, str]] = []
+    while len(picked) < count and any(by_speaker.values()):  # round robin over speakers
+        for utts in by_speaker.values():
+            if utts and len(picked) < count:
+                picked.append(utts.pop(0))
+    for r in picked:
+        p = Path(r["path"])
+        r["path"] = str(p if p.is_absolute() else base / p)
+    return picked
+
+
+def quality(count: int) -> dict[str, Any]:
+    """Worker: float32 against bf16 quality figures on ``count`` evaluation utterances."""
+    import torch
+    from spkadv import encoders, metrics, precision, protect
+    from spkadv.audio import load_audio
+
+    path, source = _trained_model()
+    if path is None:
+        return {"quality_reason": source}
+    model = protect.load_model(path)
+    fast = precision.bf16_model(model)
+    rows = _eval_rows(count)
+    encoder = encoders.load("campplus", device="cpu")
+    per = {k: [] for k in ("snr_adv", "snr_rst", "pesq_adv", "snr_adv_vs_fp32")}
+    figures: dict[str, dict[str, list[float]]] = {"fp32": {}, "bf16": {}}
+    emb: dict[str, list[np.ndarray]] = {"rec": [], "fp32": [], "bf16": []}
+
+    def embed(w: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return encoder.embed(torch.from_numpy(w).unsqueeze(0))[0].float().numpy()
+
+    for r in rows:
+        x = load_audio(r["path"])
+        emb["rec"].append(embed(x))
+        advs = {}
+        for name, m in (("fp32", model), ("bf16", fast)):
+            adv = protect.protect(m, x)
+            advs[name] = adv
+            got = figures[name]
+            got.setdefault("snr_adv", []).append(metrics.snr_db(x, adv))
+            if m.removal is not None:
+                got.setdefault("snr_rst", []).append(
+                    min(200.0, metrics.snr_db(x, protect.restore(m, adv)))
+                )
+            try:
+                got.setdefault("pesq_adv", []).append(metrics.pesq_nb_raw(x, adv))
+            except (ValueError, ImportError):
+                pass
+            emb[name].append(embed(adv))
+        per["snr_adv_vs_fp32"].append(metrics.snr_db(advs["fp32"], advs["bf16"]))
+    speakers = np.array([r["speaker"] for r in rows])
+    same = speakers[:, None] == speakers[None, :]
+    out: dict[str, Any] = {
+        "model": source,
+        "utterances": len(rows),
+        "speakers": len(set(speakers)),
+        "snr_adv_bf16_vs_fp32_db": float(np.mean(per["snr_adv_vs_fp32"])),
+    }
+    for name in ("fp32", "bf16"):
+        for key, values in figures[name].items():
+            out[f"{key}_{name}"] = float(np.mean(values)) if values else None
+        scores = metrics.cosine_scores(np.stack(emb["rec"]), np.stack(emb[name]))
+        off = ~np.eye(len(rows), dtype=bool)
+        tar, non = scores[same & off], scores[~same]
+        out[f"eer_rec_adv_{name}"] = metrics.eer(tar, non) if len(tar) and len(non) else None
+        out[f"cos_rec_adv_{name}"] = float(np.mean(np.diag(scores)))
+    return out
+
+
+def train_step_speed(quick: bool) -> dict[str, Any]:
+    """Worker: one joint-training step in float32 and with CPU bf16 autocast."""
+    import time
+
+    import torch
+    from spkadv.models import RemovalModule, SSEDGenerator
+
+    from benchmarks.bench_train import default_train_config, training_waves
+
+    config, where = default_train_config(quick)
+    encoders = common.require("spkadv.encoders", "the white-box encoder")
+    encoder = encoders.load("campplus", device="cpu")
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(0)
+    generator, removal = SSEDGenerator(config.model), RemovalModule(config.model)
+    optimizer = torch.optim.Adam([*generator.parameters(), *removal.parameters()], lr=1e-4)
+    crop = int(config.crop_seconds * common.SAMPLE_RATE)
+    waves, audio = training_waves(config.batch_size)
+    x = torch.stack([torch.from_numpy(np.resize(w, crop)) for w in waves])
+
+    def step(bf16: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                z = encoder.embed(x)
+            n, m = generator(x)
+            x_adv = x + config.eps * n * m
+            z_adv = encoder.embed(x_adv)
+            n_r, m_r = removal(x_adv.detach())
+        cos = torch.nn.functional.cosine_similarity(z.float(), z_adv.float(), dim=-1).mean()
+        rpt = ((n_r.float() * m_r.float() + n.float() * m.float()) ** 2).mean()
+        loss = cos + rpt + ((x_adv.float() - x) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    steps = QUICK_TRAIN_STEPS if quick else TRAIN_STEPS
+    out: dict[str, Any] = {
+        "config": where,
+        "audio": audio,
+        "batch_size": config.batch_size,
+        "crop_seconds": config.crop_seconds,
+        "threads": torch.get_num_threads(),
+        "method": "direct step (see module docstring)",
+    }
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for name in ("fp32", "bf16"):
+        step(name == "bf16")  # warm-up
+    for _ in range(steps):  # alternate so that background load hits both alike
+        for name in ("fp32", "bf16"):
+            t0 = time.perf_counter()
+            step(name == "bf16")
+            times[name].append(time.perf_counter() - t0)
+    for name, values in times.items():
+        out[f"step_s_{name}"] = min(values)
+    out["bf16_train_speedup"] = out["step_s_fp32"] / out["step_s_bf16"]
+    return out
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    common.require("spkadv.precision", "the bf16 option")
+    speed = common.run_worker(
+        "benchmarks.bench_bf16:protect_speed",
+        {"seconds": QUICK_PROTECT_SECONDS if quick else PROTECT_SECONDS},
+        1,
+    )
+    print(
+        f"  protect/restore bf16 speedup {speed['protect_speedup']:.2f} / {speed['restore_speedup']:.2f} "
+        f"({speed['seconds']:g} s, {speed['model']})",
+        flush=True,
+    )
+    train = common.run_worker("benchmarks.bench_bf16:train_step_speed", {"quick": quick}, 1)
+    print(
+        f"  training step {train['step_s_fp32']:.2f} s fp32, {train['step_s_bf16']:.2f} s bf16: "
+        f"{train['bf16_train_speedup']:.2f}x",
+        flush=True,
+    )
+    try:  # not timed: at the lowest priority, within QUALITY_TIMEOUT_S
+        qual = common.run_worker(
+            "benchmarks.bench_bf16:quality",
+            {"count": QUICK_QUALITY_UTTERANCES if quick else QUALITY_UTTERANCES},
+            1,
+            timeout=QUALITY_TIMEOUT_S,
+            nice=19,
+        )
+    except subprocess.TimeoutExpired:
+        qual = {
+            "quality_reason": f"not finished within {QUALITY_TIMEOUT_S} s at the lowest priority "
+            f"(load average {os.getloadavg()[0]:.1f})"
+        }
+    if "quality_reason" not in qual:
+        print(
+            "  quality fp32 / bf16: "
+            + ", ".join(
+                f"{k} {qual.get(k + '_fp32')} / {qual.get(k + '_bf16')}"
+                for k in ("snr_adv", "snr_rst", "pesq_adv", "eer_rec_adv", "cos_rec_adv")
+            ),
+            flush=True,
+        )
+    else:
+        print(f"  quality not measured: {qual['quality_reason']}", flush=True)
+    return {
+        "protect": speed,
+        "train": train,
+        "quality": qual,
+        "bf16_protect_speedup": speed["bf16_protect_speedup"],
+        "bf16_train_speedup": train["bf16_train_speedup"],
+    }

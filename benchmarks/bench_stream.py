@@ -1,0 +1,176 @@
+"""Item stream: peak memory of ``spkadv protect`` and ``spkadv restore`` on files of 60 s, 10 min and
+2 hours (the command streams files block by block, so memory should not grow with the length).
+
+Test files are 16-bit WAV written in blocks (real speech tiled when a corpus is there). Each
+length runs in a fresh process: the model is loaded and a 1 s file processed first (imports, thread
+pool, allocator), then the peak resident memory during each command above the resident memory just
+before it is read from ``/proc/self/status`` (VmHWM reset with ``clear_refs``). The process's total
+peak (torch's libraries alone are about 0.7 GB resident) is recorded beside it. The 2-hour file
+is only protected (restore runs the same block-by-block path, measured at 60 s and 10 min). Each
+length's row is saved in ``runs/bench/stream_rows/`` as soon as it is measured and reused by a
+later run of the same code and model, so an interrupted run loses only the length in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+LENGTHS = (60.0, 600.0, 7200.0)
+QUICK_LENGTHS = (10.0, 100.0)
+MEM_TARGET_RATIO = 1.2
+MEM_TARGET_2H_MB = 300.0
+LONG_PROTECT_ONLY_S = 3600.0  # from this length only protect (restore streams the same way)
+
+
+def write_long_file(path: Path, seconds: float, block_seconds: float = 60.0) -> str:
+    """A 16 kHz 16-bit WAV of ``seconds``, written block by block; returns the audio's source."""
+    import soundfile as sf
+
+    base, source = common.speech_signal(min(seconds, block_seconds))
+    remaining = int(round(seconds * common.SAMPLE_RATE))
+    with sf.SoundFile(str(path), "w", common.SAMPLE_RATE, 1, subtype="PCM_16") as fh:
+        while remaining > 0:
+            fh.write(base[: min(remaining, len(base))])
+            remaining -= len(base)
+    return source
+
+
+def cli_memory(
+    path: str, model_path: str, warm_path: str, commands: tuple[str, ...] = ("protect", "restore")
+) -> dict[str, Any]:
+    """Worker: wall time and peak memory of ``spkadv protect`` then ``spkadv restore`` on ``path``."""
+    import soundfile as sf
+    import torch
+    from spkadv import cli
+
+    out = Path(path).with_suffix(".adv.wav")
+    rst = Path(path).with_suffix(".rst.wav")
+    warm_adv, warm_rst = (
+        Path(warm_path).with_suffix(".adv.wav"),
+        Path(warm_path).with_suffix(".rst.wav"),
+    )
+    for name, src, dst in (("protect", warm_path, warm_adv), ("restore", warm_adv, warm_rst)):
+        args = [name, str(src), "-o", str(dst), "--model", model_path, "--quiet", "--overwrite"]
+        if cli.main(args) != 0:  # warm-up: imports, thread pool, allocator
+            raise RuntimeError(f"spkadv {' '.join(args)} failed")
+    result: dict[str, Any] = {
+        "seconds": sf.info(path).frames / common.SAMPLE_RATE,
+        "threads": torch.get_num_threads(),
+    }
+    for name, src, dst in (("protect", path, out), ("restore", out, rst)):
+        if name not in commands:
+            continue
+        args = [name, str(src), "-o", str(dst), "--model", model_path, "--quiet", "--overwrite"]
+        common.release_free_memory()
+        baseline = common.current_rss_mb()
+        code, seconds, peak = common.measure_peak(lambda args=args: cli.main(args))
+        if code != 0:
+            raise RuntimeError(f"spkadv {' '.join(args)} exited with {code}")
+        result.update(
+            {
+                f"{name}_s": seconds,
+                f"{name}_cpu_s": common.measure_peak.last_cpu_seconds,
+                f"rtf_{name}": seconds / result["seconds"],
+                f"peak_mem_{name}_mb": peak,
+                f"rss_before_{name}_mb": baseline,
+                f"peak_rss_total_{name}_mb": common.peak_rss_mb(),
+            }
+        )
+    for f in (out, rst):
+        f.unlink(missing_ok=True)
+    result["commands"] = list(commands)
+    result["peak_mem_mb"] = max(result[f"peak_mem_{c}_mb"] for c in commands)
+    result["peak_rss_total_mb"] = max(result[f"peak_rss_total_{c}_mb"] for c in commands)
+    return result
+
+
+def code_digest() -> str:
+    """sha256 of the code a row measures (the command, streaming, protect, models)."""
+    import hashlib
+
+    from spkadv.config import project_root
+
+    digest = hashlib.sha256()
+    for name in ("cli", "streaming", "protect", "models", "audio"):
+        digest.update((project_root() / "lib" / "spkadv" / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    common.require("spkadv.streaming", "file streaming")
+    from spkadv import protect
+
+    lengths = QUICK_LENGTHS if quick else LENGTHS
+    model, description = common.default_model()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="spkadv-bench-stream-") as tmp:
+        folder = Path(tmp)
+        model_path = folder / "model.pt"
+        protect.save_model(model_path, model.generator, model.removal, model.eps, model.meta)
+        warm = folder / "warm.wav"
+        write_long_file(warm, 1.0)
+        saved = common.results_dir() / "stream_rows"
+        saved.mkdir(exist_ok=True)
+        digest = code_digest()
+        for seconds in lengths:
+            row_file = saved / f"{seconds:g}s.json"
+            if row_file.exists():  # kept from an interrupted run of the same code and model
+                row = json.loads(row_file.read_text(encoding="utf-8"))
+                if row.get("code_digest") == digest and row.get("model") == description:
+                    rows.append(row)
+                    print(
+                        f"  {seconds:g} s: row of an earlier run of the same code reused",
+                        flush=True,
+                    )
+                    continue
+            path = folder / f"speech_{seconds:g}s.wav"
+            source = write_long_file(path, seconds)
+            commands = ("protect",) if seconds >= LONG_PROTECT_ONLY_S else ("protect", "restore")
+            row = common.run_worker(
+                "benchmarks.bench_stream:cli_memory",
+                {
+                    "path": str(path),
+                    "model_path": str(model_path),
+                    "warm_path": str(warm),
+                    "commands": commands,
+                },
+                1,
+                timeout=4 * 3600,
+            )
+            path.unlink()
+            row.update(audio=source, model=description, code_digest=digest)
+            row["load_average_1min_after"] = os.getloadavg()[0]
+            row_file.write_text(json.dumps(row), encoding="utf-8")
+            rows.append(row)
+            print(
+                f"  spkadv protect/restore on {seconds:g} s: peak +{row['peak_mem_protect_mb']:.0f} / "
+                f"+{row.get('peak_mem_restore_mb', float('nan')):.0f} MiB above {row['rss_before_protect_mb']:.0f} MiB "
+                f"(total peak {row['peak_rss_total_mb']:.0f} MiB), RTF {row['rtf_protect']:.4f} / "
+                f"{row.get('rtf_restore', float('nan')):.4f}",
+                flush=True,
+            )
+    by_len = {r["seconds"]: r for r in rows}
+    short, long = by_len[lengths[0]], by_len[lengths[1]]
+    out: dict[str, Any] = {
+        "model": description,
+        "rows": rows,
+        "peak_mem_ratio_600s_vs_60s": long["peak_mem_mb"] / short["peak_mem_mb"],
+        "peak_mem_ratio_lengths_s": [lengths[1], lengths[0]],
+        "peak_mem_ratio_target": MEM_TARGET_RATIO,
+        "peak_mem_definition": "peak resident memory during the command above the resident "
+        "memory just before it (the model and libraries loaded), MiB",
+    }
+    if 7200.0 in by_len:
+        out["peak_mem_mb_2h"] = by_len[7200.0]["peak_mem_mb"]
+        out["peak_rss_total_mb_2h"] = by_len[7200.0]["peak_rss_total_mb"]
+        out["rtf_protect_2h"] = by_len[7200.0]["rtf_protect"]
+    else:
+        out["peak_mem_mb_2h"] = None
+        out["peak_mem_mb_2h_reason"] = "not measured in a quick run (2-hour file)"
+    return out
