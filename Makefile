@@ -7,7 +7,7 @@ PROFILE ?= default
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := flite ffmpeg espeak-ng chromium chromium-driver
 
-.PHONY: setup reproduce test test-lib test-notebooks lab bench lint clean-runs
+.PHONY: setup reproduce study test test-lib test-notebooks lab bench lint clean-runs
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -34,6 +34,11 @@ setup: $(STAMP)  ## venv, pinned packages, Debian packages, offline model assets
 
 reproduce: setup  ## the whole paper on PROFILE (default: the embedded offline default)
 	$(PY) -m spkadv.pipeline --profile $(PROFILE)
+
+STUDY ?= 90_attack_study
+study: setup  ## a study notebook (STUDY=90_attack_study | 91_joint_robustness) on PROFILE, after its 00_data_prep
+	$(PY) -m spkadv.pipeline --profile $(PROFILE) --only 00_data_prep
+	$(PY) -m spkadv.pipeline --profile $(PROFILE) --only $(STUDY)
 
 .PHONY: report
 report: $(STAMP)  ## runs/$(PROFILE)/report/index.html from a finished run (offline HTML)

@@ -51,39 +51,29 @@ def optimisation_windows(x: np.ndarray, window_seconds: float, max_windows: int)
     return np.stack([x[s : s + window] for s in starts]).astype(np.float32)
 
 
-def optimise_code(
+def _optimise(
     generator: NoiseMaskGenerator,
     encoder: torch.nn.Module,
-    x: np.ndarray,
+    windows: torch.Tensor,
+    code: torch.Tensor,
     eps: float,
     steps: int,
-    lr: float = 0.5,
-    radius: float = 3.0,
-    snr_target_db: float | None = None,
-    window_seconds: float = 3.0,
-    max_windows: int = 2,
-    embedding: torch.Tensor | None = None,
-) -> tuple[np.ndarray, list[float]]:
-    """Optimise the generator's code for one utterance: minimise cos(z(x), z(x + δ(x; c))).
-
-    Adam on the code for ``steps`` steps on up to ``max_windows`` windows of ``window_seconds``
-    (bounded cost whatever the file length), the code kept in the ball of ``radius`` (the region
-    training covered), and relu(snr_target_db − SNR) in the loss when a target is given. Returns
-    the code with the lowest loss seen (the zero code counts) and the cosine after each step.
-    """
-    dim = generator.config.code_dim
-    if not dim:
-        raise ValueError("this generator takes no code (SSEDConfig.code_film is false)")
-    device = next(generator.parameters()).device
-    windows = torch.from_numpy(optimisation_windows(x, window_seconds, max_windows)).to(device)
-    emb = None if embedding is None else embedding.to(device).expand(len(windows), -1)
+    lr: float,
+    radius: float,
+    snr_target_db: float | None,
+    embedding: torch.Tensor | None,
+    offset: int = 0,
+) -> tuple[torch.Tensor, list[float]]:
+    """Adam on ``code`` (a leaf, [W, D] or [1, S, D]) against cos(z(w), z(w + δ(w; code)))."""
+    emb = None if embedding is None else embedding.to(windows.device).expand(len(windows), -1)
     with torch.no_grad():
         z = encoder.embed(windows)
-    code = torch.zeros(1, dim, device=device, requires_grad=True)
+    code.requires_grad_(True)
     optimiser = torch.optim.Adam([code], lr=lr)
     best, best_loss, history = code.detach().clone(), float("inf"), []
     for step in range(steps + 1):
-        n, m = generator(windows, embedding=emb, code=code.expand(len(windows), -1))
+        batch_code = code.expand(len(windows), *code.shape[1:])
+        n, m = generator(windows, embedding=emb, code=batch_code, code_offset=offset)
         delta = eps * n * m
         cos = F.cosine_similarity(z, encoder.embed(windows + delta), dim=-1).mean()
         loss = cos
@@ -98,8 +88,62 @@ def optimise_code(
             break
         (code.grad,) = torch.autograd.grad(loss, code)  # no gradients for the model's weights
         optimiser.step()
-        with torch.no_grad():
-            norm = code.norm()
-            if norm > radius:
-                code.mul_(radius / norm)
-    return best[0].cpu().numpy().astype(np.float32), history
+        with torch.no_grad():  # each code vector stays in the ball training covered
+            norms = code.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            code.mul_(torch.clamp(radius / norms, max=1.0))
+    return best, history
+
+
+def optimise_code(
+    generator: NoiseMaskGenerator,
+    encoder: torch.nn.Module,
+    x: np.ndarray,
+    eps: float,
+    steps: int,
+    lr: float = 0.5,
+    radius: float = 3.0,
+    snr_target_db: float | None = None,
+    window_seconds: float = 3.0,
+    max_windows: int = 2,
+    embedding: torch.Tensor | None = None,
+    piece_seconds: float = 20.0,
+) -> tuple[np.ndarray, list[float]]:
+    """Optimise the generator's code for one utterance: minimise cos(z(x), z(x + δ(x; c))).
+
+    Adam for ``steps`` steps, each code vector kept in the ball of ``radius`` (the region training
+    covered), with relu(snr_target_db − SNR) in the loss when a target is given; the code with the
+    lowest loss seen is kept (the zero code counts). A per-utterance code ([code_dim]) is fitted on
+    up to ``max_windows`` windows of ``window_seconds`` (bounded cost whatever the length); a
+    per-segment code ([segments, code_dim]) on the signal itself, in pieces of ``piece_seconds``
+    (each piece against its own embedding). Returns the code and the cosine after each step.
+    """
+    cfg = generator.config
+    dim = cfg.code_dim
+    if not dim:
+        raise ValueError("this generator takes no code (SSEDConfig.code_film is false)")
+    device = next(generator.parameters()).device
+    if not cfg.code_segment_samples:
+        windows = torch.from_numpy(optimisation_windows(x, window_seconds, max_windows)).to(device)
+        best, history = _optimise(
+            generator, encoder, windows, torch.zeros(1, dim, device=device), eps, steps, lr,
+            radius, snr_target_db, embedding,
+        )  # fmt: skip
+        return best[0].cpu().numpy().astype(np.float32), history
+    seg = cfg.code_segment_samples
+    codes = torch.zeros(1, cfg.code_segments(len(x)), dim, device=device)
+    per_piece = max(1, round(piece_seconds * SAMPLE_RATE / seg))
+    histories: list[list[float]] = []
+    for first in range(0, codes.shape[1], per_piece):
+        last = min(codes.shape[1], first + per_piece)
+        piece = np.ascontiguousarray(x[first * seg : last * seg], dtype=np.float32)
+        if len(piece) == 0:
+            break
+        wave = torch.from_numpy(piece).to(device).unsqueeze(0)
+        best, hist = _optimise(
+            generator, encoder, wave, codes[:, first:last].clone(), eps, steps, lr, radius,
+            snr_target_db, embedding, offset=0,
+        )  # fmt: skip
+        codes[:, first:last] = best
+        histories.append(hist)
+    history = [float(np.mean(step)) for step in zip(*histories, strict=True)]  # mean over pieces
+    return codes[0].cpu().numpy().astype(np.float32), history

@@ -49,6 +49,9 @@ class SSEDConfig:
     level_floor: float = 1.0e-3  # RMS floor, so that silence still gets a small perturbation
     embed_dim: int = 0  # > 0: FiLM of the bottleneck from an utterance-level embedding (learned)
     code_film: bool = False  # FiLM of the bottleneck from a per-utterance code of code_dim values
+    code_segment_seconds: float = (
+        0.0  # > 0: one code per segment of this length (0: one per utterance)
+    )
 
     def __post_init__(self) -> None:
         if self.mask_norm not in MASK_NORMALISERS:
@@ -57,6 +60,8 @@ class SSEDConfig:
             raise ValueError(f"norm={self.norm!r}; choose one of {NORMS}")
         if self.width < 1 or self.stages < 0 or self.res_blocks < 0:
             raise ValueError(f"invalid sizes in {self}")
+        if self.code_segment_seconds < 0:
+            raise ValueError(f"code_segment_seconds must be >= 0, got {self.code_segment_seconds}")
         if self.embed_dim < 0:
             raise ValueError(f"embed_dim must be >= 0, got {self.embed_dim}")
         if self.level_window < 1 or self.level_window % 2 == 0:
@@ -66,6 +71,19 @@ class SSEDConfig:
     def code_dim(self) -> int:
         """Length of the per-utterance code (scale and shift of each bottleneck channel), or 0."""
         return 2 * _widths(self)[-1] if self.code_film else 0
+
+    @property
+    def code_segment_samples(self) -> int:
+        """Samples per code segment (a multiple of the 2**stages alignment), or 0 (one code)."""
+        if not self.code_segment_seconds:
+            return 0
+        align = 2**self.stages
+        return max(align, round(self.code_segment_seconds * 16000 / align) * align)
+
+    def code_segments(self, samples: int) -> int:
+        """Code segments covering ``samples`` (1 for a per-utterance code)."""
+        seg = self.code_segment_samples
+        return max(1, -(-samples // seg)) if seg else 1
 
     @property
     def is_local(self) -> bool:
@@ -213,29 +231,46 @@ class NoiseMaskGenerator(nn.Module):
         return radius
 
     def _modulate(
-        self, h: torch.Tensor, embedding: torch.Tensor | None, code: torch.Tensor | None
+        self,
+        h: torch.Tensor,
+        embedding: torch.Tensor | None,
+        code: torch.Tensor | None,
+        code_offset: int = 0,
     ) -> torch.Tensor:
         """Bottleneck FiLM h·(1 + scale) + shift from the embedding (learned) and the code (direct).
 
-        Both are constant over the utterance, so chunked processing with the same vectors stays exact.
+        A code is [B, code_dim] (one per utterance) or [B, S, code_dim] (one per segment of
+        ``code_segment_samples``, indexed by absolute time: ``code_offset`` is the position of the
+        input's first sample in the whole signal). Given the same vectors, chunked processing is exact.
         """
         scale = shift = None
         channels = h.shape[1]
         if self.film is not None:
             if embedding is None:
                 raise ValueError("this generator is conditioned on an utterance embedding: pass it")
-            scale, shift = self.film(embedding.to(h.dtype)).split(channels, dim=-1)
+            scale, shift = self.film(embedding.to(h.dtype)).unsqueeze(-1).split(channels, dim=1)
         if self.config.code_film and code is not None:
             if code.shape[-1] != 2 * channels:
                 raise ValueError(
                     f"code of {code.shape[-1]} values, this model takes {2 * channels}"
                 )
-            c_scale, c_shift = code.to(h.dtype).split(channels, dim=-1)
+            code = code.to(h.dtype)
+            if code.ndim == 3:  # per segment: pick each bottleneck frame's segment
+                if not self.config.code_segment_samples:
+                    raise ValueError("this model takes one code per utterance, not per segment")
+                stride = self.alignment
+                per_segment = self.config.code_segment_samples // stride
+                frames = code_offset // stride + torch.arange(h.shape[-1], device=h.device)
+                index = (frames // per_segment).clamp(0, code.shape[1] - 1)
+                grid = code[:, index, :].transpose(1, 2)  # [B, code_dim, T]
+            else:
+                grid = code.unsqueeze(-1)
+            c_scale, c_shift = grid.split(channels, dim=1)
             scale = c_scale if scale is None else scale + c_scale
             shift = c_shift if shift is None else shift + c_shift
         if scale is None:
             return h
-        return h * (1 + scale.unsqueeze(-1)) + shift.unsqueeze(-1)
+        return h * (1 + scale) + shift
 
     def forward(
         self,
@@ -243,12 +278,13 @@ class NoiseMaskGenerator(nn.Module):
         use_mask: bool = True,
         embedding: torch.Tensor | None = None,
         code: torch.Tensor | None = None,
+        code_offset: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Map waveforms [B, T] to noise n (tanh, [B, T]) and mask m ([0, 1], [B, T]).
 
         ``use_mask=False`` replaces the saliency map by ones (SSAE's first training stage).
-        ``embedding`` [B, embed_dim] and ``code`` [B, code_dim] condition the bottleneck (FiLM);
-        a missing code means the zero code.
+        ``embedding`` [B, embed_dim] and ``code`` ([B, code_dim] or [B, segments, code_dim], see
+        :meth:`_modulate`) condition the bottleneck (FiLM); a missing code means the zero code.
         """
         if x.ndim != 2:
             raise ValueError(f"expected waveforms of shape [batch, samples], got {tuple(x.shape)}")
@@ -258,7 +294,8 @@ class NoiseMaskGenerator(nn.Module):
         if self.config.input_norm or self.config.level_scaled:
             level = local_level(x, self.config.level_window, self.config.level_floor)
         inp = x / level if self.config.input_norm else x
-        h = self._modulate(self.encoder(F.pad(inp, (0, pad)).unsqueeze(1)), embedding, code)
+        h = self.encoder(F.pad(inp, (0, pad)).unsqueeze(1))
+        h = self._modulate(h, embedding, code, code_offset)
         n = torch.tanh(self.noise_decoder(h)).squeeze(1)[..., :length]
         raw = self.mask_decoder(h).squeeze(1)[..., :length]
         if not use_mask:

@@ -185,19 +185,22 @@ def _run(
     eps: float,
     embedding: torch.Tensor | None = None,
     code: np.ndarray | None = None,
+    start: int = 0,
 ) -> np.ndarray:
-    """``sign * eps * n(x) ⊙ m(x)`` for one block (no gradients, float32)."""
+    """``sign * eps * n(x) ⊙ m(x)`` for one block starting at sample ``start`` of the signal."""
     device = next(module.parameters()).device
     with torch.inference_mode():
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device).unsqueeze(0)
         emb = None if embedding is None else embedding.to(device)
         ct = None if code is None else torch.as_tensor(code, dtype=torch.float32, device=device)
-        n, m = module(xt, embedding=emb, code=None if ct is None else ct.reshape(1, -1))
+        if ct is not None:
+            ct = ct.unsqueeze(0)  # [1, code_dim] or [1, segments, code_dim]
+        n, m = module(xt, embedding=emb, code=ct, code_offset=start)
         return (sign * eps * n * m).squeeze(0).cpu().numpy()
 
 
 def chunked(
-    fn: Callable[[np.ndarray], np.ndarray],
+    fn: Callable[[np.ndarray, int], np.ndarray],
     x: np.ndarray,
     chunk: int,
     overlap: int,
@@ -205,7 +208,8 @@ def chunked(
     progress: bool = False,
     desc: str = "",
 ) -> np.ndarray:
-    """Apply a local, length-preserving ``fn`` block by block with ``overlap`` samples of context.
+    """Apply a local, length-preserving ``fn(block, start)`` block by block with ``overlap`` samples
+    of context (``start``: the block's first sample in ``x``).
 
     Block starts are multiples of ``alignment`` (so strided layers see the same sample grid as in
     one pass) and ``overlap`` must be a multiple of it too.
@@ -215,14 +219,14 @@ def chunked(
     chunk = max(alignment, chunk // alignment * alignment)
     total = len(x)
     if total <= chunk + 2 * overlap:
-        return fn(x).astype(np.float32)
+        return fn(x, 0).astype(np.float32)
     from tqdm.auto import tqdm
 
     out = np.empty(total, dtype=np.float32)
     for a in tqdm(range(0, total, chunk), desc=desc, disable=not progress, unit="chunk"):
         b = min(total, a + chunk)
         s, e = max(0, a - overlap), min(total, b + overlap)
-        out[a:b] = fn(x[s:e])[a - s : b - s]
+        out[a:b] = fn(x[s:e], s)[a - s : b - s]
     return out
 
 
@@ -250,7 +254,7 @@ def _delta(
         chunk = max(chunk, len(x))  # per-utterance statistics: one pass over the whole signal
     embedding = model.embedding(x)  # whole-signal context, the same for every block
     return chunked(
-        lambda b: _run(module, b, sign, model.eps, embedding, code),
+        lambda b, start: _run(module, b, sign, model.eps, embedding, code, start),
         x,
         chunk,
         model.overlap,
@@ -335,7 +339,7 @@ def write_tag(
     code (useless without the model; no copy of the audio, no other metadata)."""
     record: dict[str, Any] = {"spkadv_model_fingerprint": fingerprint}
     if code is not None:
-        record["code"] = [float(v) for v in np.asarray(code, dtype=np.float32)]
+        record["code"] = np.asarray(code, dtype=np.float32).tolist()
     return write_json(tag_path(audio_path), record)
 
 

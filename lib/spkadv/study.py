@@ -15,6 +15,9 @@ utterance i, test: condition c of utterance j ≠ i) with the white-box encoder:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +30,8 @@ import torch.nn.functional as F
 
 from spkadv import SAMPLE_RATE, metrics, protect, train
 from spkadv.audio import load_audio
+from spkadv.fileio import read_json, write_json
+from spkadv.models import SSEDGenerator
 
 # name -> (profile parameter overrides, what it tests)
 VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
@@ -48,6 +53,15 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "code": (
         {"CPU_BF16": True, "MODEL_CODE_FILM": True, "CODE_SIGMA": 0.3},
         "bf16 + bottleneck FiLM code (random in training; optimised per utterance when protecting)",
+    ),
+    "segcode": (
+        {
+            "CPU_BF16": True,
+            "MODEL_CODE_FILM": True,
+            "MODEL_CODE_SEGMENT_SECONDS": 0.25,
+            "CODE_SIGMA": 0.3,
+        },
+        "bf16 + one bottleneck FiLM code per 0.25 s segment (random in training; optimised)",
     ),
 }
 
@@ -116,6 +130,7 @@ def score(
         "eer_recadv": pair_eer(rec_emb, adv_emb, evalset.speakers),
         "eer_recgn": pair_eer(rec_emb, gn_emb, evalset.speakers),
         "cos_x_adv": float(np.mean(np.sum(rec_emb * adv_emb, axis=1))),
+        "cos_x_gn": float(np.mean(np.sum(rec_emb * gn_emb, axis=1))),
         "snr_adv_db": protect.mean_db(snrs),
         "pesq_adv_nb_raw": float(np.mean(pesqs)) if pesqs else float("nan"),
     }
@@ -125,6 +140,15 @@ def score(
     gn = out["eer_recgn"]
     out["adversarial_gain"] = out["eer_recadv"] / gn if gn > 0 else float("nan")
     return out
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def config_digest(cfg: train.TrainConfig) -> str:
+    """Short hash of a training configuration (names a variant's checkpoint folder)."""
+    return _digest(cfg.to_dict())
 
 
 def run_variant(
@@ -145,37 +169,55 @@ def run_variant(
     """Train one variant for ``cpu_minutes`` of CPU time and score it at ``curve_points`` points.
 
     Returns one record per point (and one more with optimised codes for code variants). Resumable:
-    training resumes from the variant's checkpoint; scores of finished points are recomputed.
+    training resumes from the checkpoint of the same configuration under ``out_dir`` (a cache that
+    outlives the stage, so adding a variant or raising the budget trains only what is new); scores
+    are recomputed.
     """
     overrides, _ = VARIANTS[name]
     cfg = train.config_from_params(
         {**params, **overrides}, "SSED_STEPS", "SSED_WARM_START_STEPS", joint=False
     )
     cfg = dataclasses.replace(cfg, steps=10**9, checkpoint_every=10**9)  # the budget stops it
+    ckpt_dir = Path(out_dir) / f"{name}-{config_digest(cfg)}"  # resumes across reruns of the study
+    eval_key = _digest(
+        {"utts": evalset.utt_ids, "samples": [len(w) for w in evalset.waves], "pesq": pesq_utts,
+         "code_steps": code_steps}
+    )  # fmt: skip
     records = []
     for point in range(1, curve_points + 1):
         budget = 60.0 * cpu_minutes * point / curve_points
-        result = train.train(
-            cfg,
-            waves,
-            encoder,
-            out_dir / name,
-            progress=progress,
-            speakers=speakers,
-            max_cpu_seconds=budget,
-            device=torch.device("cpu"),
-        )
-        state = train.load_checkpoint(Path(out_dir / name) / train.CHECKPOINT_NAME)
+        scores_path = ckpt_dir / f"cpu{budget:.0f}s-scores-{eval_key}.json"
+        if scores_path.exists():  # this point was trained and scored on this subset before
+            records += read_json(scores_path)["records"]
+            continue
+        snapshot = ckpt_dir / f"cpu{budget:.0f}s.pt"
+        if not snapshot.exists():
+            train.train(
+                cfg, waves, encoder, ckpt_dir, progress=progress, speakers=speakers,
+                max_cpu_seconds=budget, device=torch.device("cpu"),
+            )  # fmt: skip
+            state = train.load_checkpoint(ckpt_dir / train.CHECKPOINT_NAME)
+            if state.get("cpu_s", 0.0) > budget + 60:
+                raise RuntimeError(
+                    f"{ckpt_dir}: the checkpoint is past {budget:.0f} CPU s and that point's snapshot is "
+                    "missing; delete the folder to train this variant again"
+                )
+            shutil.copyfile(ckpt_dir / train.CHECKPOINT_NAME, snapshot)
+        state = train.load_checkpoint(snapshot)
+        generator = SSEDGenerator(cfg.model)
+        generator.load_state_dict(state["generator"])
+        generator.eval()
         model = protect.ProtectionModel(
-            result.generator, None, cfg.eps, "", cfg.model, {"encoder": "study"}, encoder
+            generator, None, cfg.eps, "", cfg.model, {"encoder": "study"}, encoder
         )
         base = {
             "variant": name,
             "cpu_minutes": state.get("cpu_s", budget) / 60,
-            "steps": result.steps,
-            "audio_hours_seen": result.steps * cfg.batch_size * cfg.crop_seconds / 3600,
-            "steps_per_cpu_second": result.steps / max(state.get("cpu_s", budget), 1e-9),
+            "steps": state["step"],
+            "audio_hours_seen": state["step"] * cfg.batch_size * cfg.crop_seconds / 3600,
+            "steps_per_cpu_second": state["step"] / max(state.get("cpu_s", budget), 1e-9),
         }
+        point_records = []
         t0 = time.process_time()
         scores = score(
             encoder,
@@ -184,7 +226,7 @@ def run_variant(
             lambda i, x, m=model: protect.protect(m, x),
             pesq_utts=pesq_utts if point == curve_points else 0,
         )
-        records.append({**base, **scores, "eval_cpu_s": time.process_time() - t0})
+        point_records.append({**base, **scores, "eval_cpu_s": time.process_time() - t0})
         if point == curve_points and cfg.model.code_film and code_steps > 0:
             model.meta.update(code_steps=code_steps, snr_target_db=cfg.weights.snr_target_db)
             t0 = time.process_time()
@@ -195,7 +237,7 @@ def run_variant(
                 lambda i, x, m=model: protect.protect(m, x, code=protect.protection_code(m, x)),
                 pesq_utts=pesq_utts,
             )
-            records.append(
+            point_records.append(
                 {
                     **base,
                     **scores,
@@ -203,6 +245,8 @@ def run_variant(
                     "eval_cpu_s": time.process_time() - t0,
                 }
             )
+        write_json(scores_path, {"records": point_records})
+        records += point_records
     return records
 
 
@@ -242,7 +286,7 @@ def joint_run(
     and thread count, scored on the subset with protection and one-shot restoration.
 
     ``collapsed`` flags a run whose removal is a no-op (SNR(rst) < SNR(adv) + 3 dB) or whose
-    attack is no better than noise (rec-adv <= rec-gn).
+    attack moves embeddings no more than noise of the same power (cos(x, x') >= cos(x, gn)).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -257,7 +301,8 @@ def joint_run(
         )
         t0 = time.perf_counter()
         result = train.train(
-            cfg, waves, encoder, out_dir / f"seed{seed}_threads{threads}", progress=False,
+            cfg, waves, encoder, out_dir / f"seed{seed}_threads{threads}-{config_digest(cfg)}",
+            progress=False,
             speakers=speakers, device=torch.device("cpu"),
         )  # fmt: skip
         minutes = (time.perf_counter() - t0) / 60
@@ -283,8 +328,7 @@ def joint_run(
     finally:
         torch.set_num_threads(previous)
     collapsed = (
-        scores["snr_rst_db"] < scores["snr_adv_db"] + 3
-        or scores["eer_recadv"] <= scores["eer_recgn"]
+        scores["snr_rst_db"] < scores["snr_adv_db"] + 3 or scores["cos_x_adv"] >= scores["cos_x_gn"]
     )
     return {
         "seed": seed,

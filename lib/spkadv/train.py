@@ -118,6 +118,7 @@ def config_from_params(
         level_floor=params["MODEL_LEVEL_FLOOR"],
         embed_dim=params.get("MODEL_EMBED_DIM", 0),
         code_film=params.get("MODEL_CODE_FILM", False),
+        code_segment_seconds=params.get("MODEL_CODE_SEGMENT_SECONDS", 0.0),
     )
     weights = LossWeights(
         alpha=params["LOSS_ALPHA"],
@@ -358,9 +359,10 @@ def train(
         x = x.to(device, non_blocking=cuda)
         code = None
         if code_dim and config.code_sigma > 0:  # the family of perturbations F_R must learn to undo
-            code = (config.code_sigma * torch.randn(x.shape[0], code_dim, generator=code_rng)).to(
-                device
-            )
+            shape = (x.shape[0], code_dim)
+            if config.model.code_segment_samples:
+                shape = (x.shape[0], config.model.code_segments(x.shape[-1]), code_dim)
+            code = (config.code_sigma * torch.randn(shape, generator=code_rng)).to(device)
         if step >= config.steps:  # removal fine-tuning: F_P frozen, F_R alone on L_rpt (eq. 8)
             generator.eval()
             if step == config.steps:
