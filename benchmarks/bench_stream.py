@@ -8,13 +8,15 @@ before it is read from ``/proc/self/status`` (VmHWM reset with ``clear_refs``). 
 peak (torch's libraries alone are about 0.7 GB resident) is recorded beside it. The 2-hour file
 is only protected (restore runs the same block-by-block path, measured at 60 s and 10 min). Each
 length's row is saved in ``runs/bench/stream_rows/`` as soon as it is measured and reused by a
-later run of the same code and model, so an interrupted run loses only the length in progress.
+later run of the same code and model, so an interrupted run loses only the length in progress;
+``SPKADV_BENCH_STREAM_TIMEOUT_S`` bounds each length's run (default 4 hours).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -108,7 +110,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     lengths = QUICK_LENGTHS if quick else LENGTHS
     model, description = common.default_model()
-    rows = []
+    rows, unfinished = [], {}
     with tempfile.TemporaryDirectory(prefix="spkadv-bench-stream-") as tmp:
         folder = Path(tmp)
         model_path = folder / "model.pt"
@@ -132,18 +134,28 @@ def run(quick: bool = False) -> dict[str, Any]:
             path = folder / f"speech_{seconds:g}s.wav"
             source = write_long_file(path, seconds)
             commands = ("protect",) if seconds >= LONG_PROTECT_ONLY_S else ("protect", "restore")
-            row = common.run_worker(
-                "benchmarks.bench_stream:cli_memory",
-                {
-                    "path": str(path),
-                    "model_path": str(model_path),
-                    "warm_path": str(warm),
-                    "commands": commands,
-                },
-                1,
-                timeout=4 * 3600,
-            )
-            path.unlink()
+            budget = float(os.environ.get("SPKADV_BENCH_STREAM_TIMEOUT_S", 4 * 3600))
+            try:
+                row = common.run_worker(
+                    "benchmarks.bench_stream:cli_memory",
+                    {
+                        "path": str(path),
+                        "model_path": str(model_path),
+                        "warm_path": str(warm),
+                        "commands": commands,
+                    },
+                    1,
+                    timeout=budget,
+                )
+            except subprocess.TimeoutExpired:
+                unfinished[seconds] = (
+                    f"{seconds:g} s file not finished within {budget:g} s "
+                    f"(SPKADV_BENCH_STREAM_TIMEOUT_S; load average {os.getloadavg()[0]:.1f})"
+                )
+                print(f"  {unfinished[seconds]}", flush=True)
+                continue
+            finally:
+                path.unlink(missing_ok=True)
             row.update(audio=source, model=description, code_digest=digest)
             row["load_average_1min_after"] = os.getloadavg()[0]
             row_file.write_text(json.dumps(row), encoding="utf-8")
@@ -172,5 +184,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         out["rtf_protect_2h"] = by_len[7200.0]["rtf_protect"]
     else:
         out["peak_mem_mb_2h"] = None
-        out["peak_mem_mb_2h_reason"] = "not measured in a quick run (2-hour file)"
+        out["peak_mem_mb_2h_reason"] = unfinished.get(
+            7200.0, "not measured in a quick run (2-hour file)"
+        )
     return out

@@ -213,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = read_json(summary_path)
         for item in ITEMS:
             if item not in items and (out_dir / f"{item}.json").exists():
-                results[item] = read_json(out_dir / f"{item}.json")
+                kept = read_json(out_dir / f"{item}.json")
+                if kept.get("quick") == args.quick:  # never mix quick and full figures
+                    results[item] = kept
         if previous.get("quick") != args.quick:
             results = {}
     for item in items:

@@ -27,7 +27,10 @@ class AutocastBF16(torch.nn.Module):
         try:  # parameters, buffers and submodules (``inner``)
             return super().__getattr__(name)
         except AttributeError:  # everything else (config, alignment, receptive_field) from inner
-            return getattr(self._modules["inner"], name)
+            inner = self.__dict__.get("_modules", {}).get("inner")
+            if inner is None:
+                raise
+            return getattr(inner, name)
 
     def forward(self, x: torch.Tensor, *args, **kwargs):
         with torch.autocast("cpu", dtype=torch.bfloat16):
