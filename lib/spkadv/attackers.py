@@ -48,7 +48,8 @@ class ProtectionOracle:
     Built from a model file the way ``spkadv protect --model`` uses it. The loaded model lives only
     in a closure: the object has no attribute holding a module, a tensor or the model, refuses
     pickling, and counts its calls and the seconds of audio it protected (what a service would
-    bill). Extra keyword arguments (e.g. a per-utterance code) are passed to
+    bill). As ``spkadv protect``, a model that takes a per-utterance code gets it optimised per call
+    (:func:`spkadv.protect.protection_code`); extra keyword arguments go to
     :func:`spkadv.protect.protect`.
     """
 
@@ -61,7 +62,10 @@ class ProtectionOracle:
         model = P.load_model(model_path, device or pick_device())
 
         def run(x: np.ndarray, **kwargs) -> np.ndarray:
-            return P.protect(model, x, **{**protect_kwargs, **kwargs})
+            options = {**protect_kwargs, **kwargs}
+            if "code" not in options:  # as the CLI: a per-utterance code where the model takes one
+                options["code"] = P.protection_code(model, x)
+            return P.protect(model, x, **options)
 
         self._protect = run
         self.calls = 0
@@ -445,9 +449,15 @@ def train_other_model(
     out_dir: str | os.PathLike,
     device: torch.device | None = None,
     progress: bool = True,
+    speakers: Sequence[str] | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> tuple[Path, float]:
     """Train a second protection model with the recipe of ``base`` (the first model's training
     configuration) but another seed and possibly fewer steps; write ``out_dir/model.pt``.
+
+    Args:
+        speakers: speaker of each wave (for a centroid attack target, as in notebook 20).
+        meta: the first model's meta (protection settings such as ``code_steps``), kept.
 
     Returns the model file and the training minutes. Resumes from ``out_dir/checkpoints`` like
     notebook 20.
@@ -466,11 +476,12 @@ def train_other_model(
     )
     out_dir = Path(out_dir)
     result = train.train(
-        cfg, waves, encoder, out_dir / "checkpoints", progress=progress, device=device
-    )
+        cfg, waves, encoder, out_dir / "checkpoints", progress=progress, device=device,
+        speakers=speakers,
+    )  # fmt: skip
     path = protect.save_model(
         out_dir / "model.pt", result.generator, result.removal, cfg.eps,
-        meta={"seed": seed, "steps": result.steps, "role": "another user's model"},
+        meta={**(meta or {}), "seed": seed, "steps": result.steps, "role": "another user's model"},
     )  # fmt: skip
     return path, result.minutes
 
