@@ -13,7 +13,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def test_pipeline_notebooks_exist():
-    assert [p.stem for p in NOTEBOOKS] == list(config.NOTEBOOK_STAGES)
+    assert [p.stem for p in NOTEBOOKS] == list(config.NOTEBOOK_STAGES + config.STUDY_STAGES)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
