@@ -198,3 +198,16 @@ def test_segment_code_optimisation_covers_the_whole_signal_in_pieces() -> None:
     assert code.shape == (SEGMENTED.code_segments(len(x)), SEGMENTED.code_dim)
     assert np.all(np.linalg.norm(code, axis=-1) <= 1.0 + 1e-4) and len(history) == 3
     assert np.abs(code).sum() > 0
+
+
+def test_segment_code_roundtrips_bit_exactly_through_the_sidecar(tmp_path: Path) -> None:
+    code = np.random.default_rng(1).normal(0, 0.5, (7, 32)).astype(np.float32)
+    protect.write_tag(tmp_path / "a.wav", "fp", code)
+    back = protect.read_code(tmp_path / "a.wav")
+    assert back.shape == (7, 32) and np.array_equal(back, code)
+    assert (tmp_path / "a.wav.spkadv.json").stat().st_size < 7 * 32 * 4 * 1.5 + 200
+    (tmp_path / "b.wav.spkadv.json").write_text(
+        '{"spkadv_model_fingerprint": "fp", "code": {"shape": [2]}}'
+    )
+    with pytest.raises(protect.ModelFileError, match="unreadable code"):
+        protect.read_code(tmp_path / "b.wav")
