@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from spkadv import config, data, pipeline, report
+from spkadv import config, data, notebook_html, pipeline, report
 from spkadv.fileio import write_json
 
 from .conftest import write_notebook
@@ -26,7 +27,6 @@ MARKDOWN = (
 
 
 def _png() -> str:
-    import base64
     import io
 
     import matplotlib
@@ -89,8 +89,8 @@ def make_fake_run(runs: Path, figures: Path, profile: str = PROFILE) -> Path:
     for stem in stages:
         (root / stem).mkdir(parents=True)
         _executed_notebook(root / stem / f"{stem}.ipynb", stem, png)
-        (figures / f"{stem}_fig.png").write_bytes(__import__("base64").b64decode(png))
-    (figures / "unclaimed.png").write_bytes(__import__("base64").b64decode(png))
+        (figures / f"{stem}_fig.png").write_bytes(base64.b64decode(png))
+    (figures / "unclaimed.png").write_bytes(base64.b64decode(png))
     write_json(root / "00_data_prep" / "metrics.json", {"corpus_source": "synthetic"})
     write_json(
         root / "40_table1_eer" / "metrics.json",
@@ -214,14 +214,14 @@ def test_report_never_creates_stage_folders(tmp_runs: Path) -> None:
 
 def test_math_outside_code_becomes_mathml() -> None:
     store: list[str] = []
-    text = report.protect_math("a $x_1$ b `$y$` c $$\\frac{1}{2}$$ costs $5 and $6", store)
+    text = notebook_html.protect_math("a $x_1$ b `$y$` c $$\\frac{1}{2}$$ costs $5 and $6", store)
     assert text.count("SPKADVMATH") == 2 and "`$y$`" in text and "$5 and $6" in text
-    out = report.restore_math(text, store)
+    out = notebook_html.restore_math(text, store)
     assert 'display="block"' in out and "<mfrac>" in out
 
 
 def test_unconvertible_tex_is_shown_as_code() -> None:
-    assert report.tex_to_mathml("\\begin{nonsense}").startswith('<code class="tex">')
+    assert notebook_html.tex_to_mathml("\\begin{nonsense}").startswith('<code class="tex">')
 
 
 @pytest.mark.parametrize(
@@ -244,17 +244,17 @@ def _nb(*outputs) -> dict:
 
 def test_notebook_problems_flag_stderr_progress_bars_and_widgets() -> None:
     clean = _nb({"output_type": "stream", "name": "stdout", "text": "trained 3 steps\n"})
-    assert report.notebook_problems(clean) == []
+    assert notebook_html.notebook_problems(clean) == []
     bars = "\r".join(f"train: {i}%|#  | {i}/100" for i in range(0, 100, 10))
     assert (
         "progress-bar lines"
-        in report.notebook_problems(_nb({"output_type": "stream", "name": "stdout", "text": bars}))[
-            0
-        ]
+        in notebook_html.notebook_problems(
+            _nb({"output_type": "stream", "name": "stdout", "text": bars})
+        )[0]
     )
     assert (
         "stderr"
-        in report.notebook_problems(
+        in notebook_html.notebook_problems(
             _nb({"output_type": "stream", "name": "stderr", "text": "TqdmWarning: IProgress"})
         )[0]
     )
@@ -262,7 +262,7 @@ def test_notebook_problems_flag_stderr_progress_bars_and_widgets() -> None:
         "output_type": "display_data",
         "data": {"application/vnd.jupyter.widget-view+json": {}},
     }
-    assert "widget" in report.notebook_problems(_nb(widget))[0]
+    assert "widget" in notebook_html.notebook_problems(_nb(widget))[0]
 
 
 # --- clean executed notebooks: the pipeline routes progress and warnings to the log ------------
@@ -295,7 +295,7 @@ def test_pipeline_keeps_progress_and_warnings_out_of_the_notebook(
     assert (tmp_runs / "noisy" / "report" / "notebooks" / "00_noisy.html").exists()
     stage = tmp_runs / "noisy" / "00_noisy"
     nb = json.loads((stage / "00_noisy.ipynb").read_text())
-    assert report.notebook_problems(nb) == []
+    assert notebook_html.notebook_problems(nb) == []
     texts = [o.get("text", "") for c in nb["cells"] for o in c.get("outputs", [])]
     assert "one summary line\n" in ["".join(t) for t in texts]
     log = (stage / "log.txt").read_text()
@@ -315,5 +315,5 @@ def test_executed_smoke_notebooks_are_clean() -> None:
         pytest.skip(
             f"no executed smoke run under {root}: run python -m spkadv.pipeline --profile smoke"
         )
-    problems = {p.name: report.notebook_problems(json.loads(p.read_text())) for p in found}
+    problems = {p.name: notebook_html.notebook_problems(json.loads(p.read_text())) for p in found}
     assert {k: v for k, v in problems.items() if v} == {}
