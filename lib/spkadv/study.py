@@ -112,6 +112,11 @@ def pair_eer(enrol: np.ndarray, test: np.ndarray, speakers: Sequence[str]) -> fl
     """EER (%) over all pairs i ≠ j of unit embeddings: enrolment row i, test row j."""
     scores = enrol @ test.T
     spk = np.asarray(speakers)
+    if len(set(spk.tolist())) == len(spk):
+        raise ValueError(
+            "the evaluation subset has one utterance per speaker: no target pairs; "
+            "take at least 2 utterances per speaker"
+        )
     same = spk[:, None] == spk[None, :]
     off = ~np.eye(len(spk), dtype=bool)
     return metrics.eer(scores[same & off], scores[~same])
