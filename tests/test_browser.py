@@ -49,7 +49,9 @@ FLAGS = (
     "--proxy-server=http://127.0.0.1:9",
     "--window-size=1280,1600",
 )
-AUDIO_WAIT_S = 20.0
+AUDIO_WAIT_S = 60.0
+PAGE_WAIT_S = 300.0
+SHOT_MAX_HEIGHT = 6000  # px; taller captures time out in the renderer on a busy machine
 
 
 def artifacts_dir() -> Path:
@@ -84,6 +86,9 @@ def browser(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.page_load_strategy = (
+        "eager"  # short driver commands: inspect() waits for the load itself
+    )
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
@@ -105,6 +110,10 @@ def inspect(driver, page: Path, screenshot: Path | None = None) -> PageCheck:
     url = page.resolve().as_uri()
     driver.get(url)
     check = PageCheck(url)
+    deadline = time.monotonic() + PAGE_WAIT_S  # generous: a busy machine slows the browser down
+    while driver.execute_script("return document.readyState") != "complete":
+        assert time.monotonic() < deadline, f"{url}: page did not finish loading"
+        time.sleep(0.25)
     deadline = time.monotonic() + AUDIO_WAIT_S
     while True:
         audio = driver.execute_script(
@@ -132,9 +141,15 @@ def inspect(driver, page: Path, screenshot: Path | None = None) -> PageCheck:
         if msg["method"] == "Network.requestWillBeSent":
             check.requests.append(msg["params"]["request"]["url"])
     if screenshot is not None:
+        from selenium.common.exceptions import TimeoutException
+
         height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1280, min(max(height, 800), 12000))
-        driver.save_screenshot(str(screenshot))
+        driver.set_window_size(1280, min(max(height, 800), SHOT_MAX_HEIGHT))
+        try:
+            driver.save_screenshot(str(screenshot))
+        except TimeoutException:  # a busy machine: the first screen is still a screenshot
+            driver.set_window_size(1280, 1600)
+            driver.save_screenshot(str(screenshot))
         driver.set_window_size(1280, 1600)
         print(f"screenshot: {screenshot}")
     return check
