@@ -34,6 +34,18 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.nd
     return y.numpy()
 
 
+def check_audio_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or :class:`AudioError` when it is missing, a folder or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, expected an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    return path
+
+
 def load_audio(
     path: str | os.PathLike, sr: int = SAMPLE_RATE, allow_clipping: bool = True
 ) -> np.ndarray:
@@ -48,13 +60,7 @@ def load_audio(
         AudioError: missing, empty, unreadable or truncated file, NaN/Inf samples, fewer than
             ``MIN_SAMPLES`` samples.
     """
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a folder, expected an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file (0 bytes)")
+    path = check_audio_path(path)
     try:
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:

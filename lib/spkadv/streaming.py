@@ -26,7 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from spkadv import SAMPLE_RATE
-from spkadv.audio import MIN_SAMPLES, AudioError, _format_for
+from spkadv.audio import MIN_SAMPLES, AudioError, _format_for, check_audio_path
 from spkadv.fileio import atomic_path
 
 READ_SECONDS = 30.0  # block length of plain sequential passes (blocks())
@@ -43,13 +43,7 @@ class AudioSource:
     """
 
     def __init__(self, path: str | os.PathLike, sr: int = SAMPLE_RATE, allow_clipping: bool = True):
-        self.path = path = Path(path)
-        if not path.exists():
-            raise AudioError(f"{path}: no such file")
-        if path.is_dir():
-            raise AudioError(f"{path}: is a folder, expected an audio file")
-        if path.stat().st_size == 0:
-            raise AudioError(f"{path}: empty file (0 bytes)")
+        self.path = path = check_audio_path(path)
         try:
             self._file = sf.SoundFile(str(path))
         except (sf.LibsndfileError, RuntimeError, TypeError) as err:
