@@ -14,6 +14,10 @@ float32, and whether quality holds.
   losses, backward, Adam) with the default profile's batch and crop, float32 time / time with
   ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the generator, removal and encoder
   forwards (losses in float32), best of several steps after a warm-up, one thread.
+* ``bf16_code_speedup``, for a trained model with per-utterance codes (``MODEL_CODE_FILM``): the
+  code optimisation of ``spkadv.protect.protection_code`` (the model's ``code_steps``) on evaluation
+  utterances, float32 process CPU time / bf16 autocast CPU time, one thread; each code is then
+  applied in float32 and scored: mean cos(z(x), z(x')) under CAM++ (lower protects more) and SNR.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from benchmarks import common
 PROTECT_SECONDS, QUICK_PROTECT_SECONDS = 60.0, 10.0
 QUALITY_UTTERANCES, QUICK_QUALITY_UTTERANCES = 24, 6
 TRAIN_STEPS, QUICK_TRAIN_STEPS = 4, 2
+CODE_UTTERANCES, QUICK_CODE_UTTERANCES = 16, 4
 QUALITY_TIMEOUT_S = 900
 
 
@@ -175,6 +180,51 @@ def quality(count: int) -> dict[str, Any]:
     return out
 
 
+def code_speed(count: int) -> dict[str, Any]:
+    """Worker: per-utterance code optimisation in float32 and bf16: CPU time and what it buys."""
+    import time
+
+    import torch
+    from spkadv import metrics, protect
+    from spkadv.audio import load_audio
+
+    path, source = _trained_model()
+    if path is None:
+        return {"code_reason": source}
+    model = protect.load_model(path)
+    if not model.config.code_film or int(model.meta.get("code_steps", 0)) <= 0:
+        return {"code_reason": f"{source} optimises no per-utterance code"}
+    encoder = model.encoder()
+    rows = _eval_rows(count)
+    xs = [load_audio(r["path"]) for r in rows]
+
+    def embed(w: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return encoder.embed(torch.from_numpy(w).unsqueeze(0))[0].float()
+
+    protect.protection_code(model, xs[0][:16000])  # warm-up (encoder load, allocator)
+    out: dict[str, Any] = {"model": source, "utterances": len(xs), "code_steps": model.meta["code_steps"],
+                           "audio_seconds": sum(len(x) for x in xs) / 16000}  # fmt: skip
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        model.meta["code_bf16"] = bf16
+        cpu, cos, snr = 0.0, [], []
+        for x in xs:
+            t0 = time.process_time()
+            code = protect.protection_code(model, x)
+            cpu += time.process_time() - t0
+            model.meta["code_bf16"] = False  # the code is applied in float32 either way
+            adv = protect.protect(model, x, code=code)
+            model.meta["code_bf16"] = bf16
+            cos.append(float(torch.nn.functional.cosine_similarity(embed(x), embed(adv), dim=0)))
+            snr.append(metrics.snr_db(x, adv))
+        out[f"code_cpu_s_{name}"] = cpu
+        out[f"code_cos_{name}"] = float(np.mean(cos))
+        out[f"code_snr_db_{name}"] = float(np.mean(snr))
+    out["cpu_s_per_audio_s_step_fp32"] = out["code_cpu_s_fp32"] / out["audio_seconds"] / out["code_steps"]
+    out["bf16_code_speedup"] = out["code_cpu_s_fp32"] / out["code_cpu_s_bf16"]
+    return out
+
+
 def train_step_speed(quick: bool) -> dict[str, Any]:
     """Worker: one joint-training step in float32 and with CPU bf16 autocast."""
     import time
@@ -252,6 +302,21 @@ def run(quick: bool = False) -> dict[str, Any]:
         f"{train['bf16_train_speedup']:.2f}x",
         flush=True,
     )
+    code = common.run_worker(
+        "benchmarks.bench_bf16:code_speed",
+        {"count": QUICK_CODE_UTTERANCES if quick else CODE_UTTERANCES},
+        1,
+    )
+    if "code_reason" not in code:
+        print(
+            f"  code optimisation ({code['utterances']} utterances, {code['code_steps']} steps): "
+            f"{code['code_cpu_s_fp32']:.1f} CPU s fp32, {code['code_cpu_s_bf16']:.1f} bf16 "
+            f"({code['bf16_code_speedup']:.2f}x); cos(x, x') {code['code_cos_fp32']:.3f} / "
+            f"{code['code_cos_bf16']:.3f}, SNR {code['code_snr_db_fp32']:.1f} / {code['code_snr_db_bf16']:.1f} dB",
+            flush=True,
+        )
+    else:
+        print(f"  code optimisation not measured: {code['code_reason']}", flush=True)
     try:  # not timed: at the lowest priority, within QUALITY_TIMEOUT_S
         qual = common.run_worker(
             "benchmarks.bench_bf16:quality",
@@ -280,6 +345,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "protect": speed,
         "train": train,
         "quality": qual,
+        "code": code,
+        "bf16_code_speedup": code.get("bf16_code_speedup"),
         "bf16_protect_speedup": speed["bf16_protect_speedup"],
         "bf16_train_speedup": train["bf16_train_speedup"],
     }

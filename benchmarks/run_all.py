@@ -80,6 +80,7 @@ HEADLINE: dict[str, tuple[str, str, str, Any]] = {
     "busy_machine_slowdown_torch_default": ("busy", "slowdown_torch_default", "", None),
     "bf16_protect_speedup": ("bf16", "bf16_protect_speedup", "", None),
     "bf16_train_speedup": ("bf16", "bf16_train_speedup", "", None),
+    "bf16_code_speedup": ("bf16", "bf16_code_speedup", "", None),
 }
 REASON_KEYS = {
     "table_rerun_speedup": "table_rerun_reason",

@@ -211,3 +211,31 @@ def test_segment_code_roundtrips_bit_exactly_through_the_sidecar(tmp_path: Path)
     )
     with pytest.raises(protect.ModelFileError, match="unreadable code"):
         protect.read_code(tmp_path / "b.wav")
+
+
+def test_encode_then_decode_is_the_forward_pass() -> None:
+    model = _model(SEGMENTED)
+    x = torch.from_numpy(_speech(0.7)).unsqueeze(0)
+    code = torch.randn(1, SEGMENTED.code_segments(x.shape[-1]), SEGMENTED.code_dim)
+    with torch.no_grad():
+        n, m = model.generator(x, code=code, code_offset=1600)
+        n2, m2 = model.generator.decode(model.generator.encode(x), code=code, code_offset=1600)
+    assert torch.equal(n, n2) and torch.equal(m, m2)
+
+
+def test_bf16_code_optimisation_also_lowers_the_similarity_and_is_used_when_the_model_says_so() -> None:
+    model = _model(dataclasses.replace(CONDITIONED, embed_dim=0))
+    x = _speech(1.0)
+    kwargs = dict(steps=8, lr=0.5, radius=2.0, window_seconds=0.5)
+    code32, hist32 = conditioning.optimise_code(model.generator, model.encoder(), x, 0.3, **kwargs)
+    code16, hist16 = conditioning.optimise_code(
+        model.generator, model.encoder(), x, 0.3, bf16=True, **kwargs
+    )
+    assert code16.dtype == np.float32 and np.linalg.norm(code16) <= 2.0 + 1e-4
+    assert min(hist16) < hist16[0]
+    assert not np.array_equal(code16, code32)  # the autocast path really ran
+    model.meta.update(code_steps=8, code_radius=2.0)
+    assert np.array_equal(protect.protection_code(model, x), protect.protection_code(model, x))
+    default = protect.protection_code(model, x)
+    model.meta["code_bf16"] = True
+    assert not np.array_equal(protect.protection_code(model, x), default)

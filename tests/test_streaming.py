@@ -194,3 +194,50 @@ def test_models_that_need_the_whole_file_fall_back_to_it(tmp_path):
     assert _cli("protect", str(src), "-o", str(adv), "--model", str(path), "--format", "float") == 0
     whole = P.protect(P.load_model(path), load_audio(src), CHUNK_SECONDS)
     np.testing.assert_array_equal(sf.read(adv, dtype="float32")[0], whole)
+
+
+def test_code_models_stream_with_the_code_of_a_first_pass(tmp_path, capsys):
+    config = SSEDConfig(
+        width=4, stages=2, res_blocks=1, level_window=101, code_film=True, code_segment_seconds=0.25
+    )
+    torch.manual_seed(0)
+    meta = {"encoder": "random-conv", "code_steps": 2, "code_radius": 2.0}
+    path = P.save_model(
+        tmp_path / "m.pt", SSEDGenerator(config), RemovalModule(config), 0.05, meta=meta
+    )
+    src = tmp_path / "in.wav"
+    sf.write(src, _speechlike(LENGTH), 16_000, subtype="FLOAT")
+    adv, rst = tmp_path / "adv.wav", tmp_path / "rst.wav"
+    assert _cli("protect", str(src), "-o", str(adv), "--model", str(path), "--format", "float") == 0
+    assert _cli("restore", str(adv), "-o", str(rst), "--model", str(path)) == 0
+    assert "held in memory" not in capsys.readouterr().err
+    model = P.load_model(path)
+    x = load_audio(src)
+    code = P.protection_code(model, x)
+    assert code.shape == (config.code_segments(LENGTH), config.code_dim) and np.abs(code).sum() > 0
+    np.testing.assert_array_equal(P.read_code(adv), code)  # the first pass found the same code
+    whole = P.protect(model, x, CHUNK_SECONDS, code=code)
+    np.testing.assert_array_equal(sf.read(adv, dtype="float32")[0], whole)
+    whole_rst = P.restore(model, whole, CHUNK_SECONDS, code=code)
+    np.testing.assert_array_equal(sf.read(rst, dtype="float32")[0], whole_rst)
+
+
+def test_segment_codes_read_in_pieces_equal_the_whole_signal_codes():
+    from spkadv import conditioning
+    from spkadv.models import RandomConvEncoder
+
+    config = SSEDConfig(width=4, stages=2, res_blocks=1, code_film=True, code_segment_seconds=0.05)
+    torch.manual_seed(0)
+    gen, enc = SSEDGenerator(config), RandomConvEncoder()
+    x = _speechlike(16_000 + 123)
+    reads = []
+
+    def read(a: int, b: int) -> np.ndarray:
+        reads.append(b - a)
+        return x[a:b]
+
+    kwargs = dict(eps=0.3, steps=2, radius=1.0, piece_seconds=0.4)
+    whole, _ = conditioning.optimise_code(gen, enc, x, **kwargs)
+    pieces, _ = conditioning.optimise_code(gen, enc, read, total=len(x), **kwargs)
+    np.testing.assert_array_equal(whole, pieces)
+    assert len(reads) == 3 and max(reads) <= 0.4 * 16_000  # never the whole signal at once

@@ -120,10 +120,12 @@ def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
 
 
 def _block_function(args: argparse.Namespace, model, **conditioning):
-    """(per-block function, context samples per side) of the command, for ``streaming.process_file``.
+    """(per-block function ``fn(block, start)``, context samples per side) of the command, for
+    ``streaming.process_file``.
 
     Each block is processed in one pass with its context, exactly as ``protect.chunked`` processes
-    it inside a whole-file call; ``conditioning`` is passed on to protect/restore.
+    it inside a whole-file call; ``conditioning`` (a protection ``code``) is passed on to
+    protect/restore with the block's position in the file.
     """
     from spkadv import SAMPLE_RATE
     from spkadv import protect as P
@@ -132,23 +134,28 @@ def _block_function(args: argparse.Namespace, model, **conditioning):
         return len(x) / SAMPLE_RATE + 1.0
 
     if args.command == "protect":
-        return (lambda x: P.protect(model, x, whole(x), **conditioning)), model.overlap
+        return (
+            lambda x, start: P.protect(model, x, whole(x), code_offset=start, **conditioning)
+        ), model.overlap
     if args.refine > 0:  # each fixed-point iteration reaches one more overlap further
         return (
-            lambda x: P.restore_refined(model, x, args.refine, whole(x), **conditioning),
+            lambda x, start: P.restore_refined(
+                model, x, args.refine, whole(x), code_offset=start, **conditioning
+            ),
             (args.refine + 1) * model.overlap,
         )
-    return (lambda x: P.restore(model, x, whole(x), **conditioning)), model.overlap
+    return (
+        lambda x, start: P.restore(model, x, whole(x), code_offset=start, **conditioning)
+    ), model.overlap
 
 
 def _whole_file_reason(model) -> str | None:
-    """Why this model needs the whole file at once, or None when it can stream."""
+    """Why this model needs the whole file at once, or None when it can stream (a model with a
+    per-file code streams too: the code is optimised in a first pass over the file)."""
     if not model.config.is_local:
         return "uses per-utterance statistics (mask_norm minmax or norm instance)"
     if getattr(model, "conditioned", False):
         return "is conditioned on an embedding of the whole utterance"
-    if getattr(model.config, "code_film", False):
-        return "takes a per-file code optimised on the whole utterance"
     return None
 
 
@@ -157,15 +164,15 @@ def _whole_file_function(args: argparse.Namespace, model, src: Path, state: dict
     where the model takes one, is left in ``state["code"]`` for the sidecar."""
     from spkadv import protect as P
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray, start: int = 0) -> np.ndarray:
         extra = {}
         if args.command == "protect":
-            code = P.protection_code(model, x) if hasattr(P, "protection_code") else None
+            code = P.protection_code(model, x)
             state["code"] = code
             if code is not None:
                 extra["code"] = code
             return P.protect(model, x, args.chunk_seconds, progress=progress, **extra)
-        code = P.read_code(src) if hasattr(P, "read_code") else None
+        code = P.read_code(src)
         if code is not None:
             extra["code"] = code
         if args.refine > 0:
@@ -212,7 +219,17 @@ def _process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
         progress = not args.quiet and len(source) > PROGRESS_SECONDS * SAMPLE_RATE
         reason = _whole_file_reason(model)
         if reason is None:  # block by block
-            fn, context = _block_function(args, model)
+            conditioning = {}
+            if model.config.code_film:  # the file's code: optimised in a first pass, or the sidecar's
+                if args.command == "protect":
+                    state["code"] = conditioning["code"] = P.protection_code(
+                        model, source, progress=progress
+                    )
+                else:
+                    code = P.read_code(src)
+                    if code is not None:
+                        conditioning["code"] = code
+            fn, context = _block_function(args, model, **conditioning)
             chunk = int(args.chunk_seconds * SAMPLE_RATE)
         else:  # one block: the whole file
             fn, context = _whole_file_function(args, model, src, state, progress), 0

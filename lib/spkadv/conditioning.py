@@ -14,6 +14,8 @@ vectors equals whole-file processing:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,15 +42,30 @@ def utterance_embedding(encoder: torch.nn.Module, x: np.ndarray) -> torch.Tensor
     return F.normalize(total, dim=-1).cpu()
 
 
-def optimisation_windows(x: np.ndarray, window_seconds: float, max_windows: int) -> np.ndarray:
+Reader = Callable[[int, int], np.ndarray]  # (start, stop) -> float32 samples of a signal
+
+
+def optimisation_windows(
+    x: np.ndarray | Reader, window_seconds: float, max_windows: int, total: int | None = None
+) -> np.ndarray:
     """Up to ``max_windows`` evenly spaced windows of ``window_seconds`` ([W, T]) from ``x``;
-    the whole signal (zero padded to one window) when it is shorter."""
+    the whole signal (zero padded to one window) when it is shorter. ``x`` is an array, or a
+    reader ``(start, stop) -> samples`` of a signal of ``total`` samples (a file read in pieces)."""
+    read, total = _reader(x, total)
     window = int(window_seconds * SAMPLE_RATE)
-    if len(x) <= window:
-        return np.pad(x, (0, window - len(x)))[None].astype(np.float32)
-    count = min(max_windows, int(np.ceil(len(x) / window)))
-    starts = np.linspace(0, len(x) - window, count).round().astype(int)
-    return np.stack([x[s : s + window] for s in starts]).astype(np.float32)
+    if total <= window:
+        return np.pad(read(0, total), (0, window - total))[None].astype(np.float32)
+    count = min(max_windows, int(np.ceil(total / window)))
+    starts = np.linspace(0, total - window, count).round().astype(int)
+    return np.stack([read(s, s + window) for s in starts]).astype(np.float32)
+
+
+def _reader(x: np.ndarray | Reader, total: int | None) -> tuple[Reader, int]:
+    if isinstance(x, np.ndarray):
+        return (lambda a, b: x[a:b]), len(x)
+    if total is None:
+        raise ValueError("a reader needs the signal's length (total)")
+    return x, total
 
 
 def _optimise(
@@ -63,19 +80,27 @@ def _optimise(
     snr_target_db: float | None,
     embedding: torch.Tensor | None,
     offset: int = 0,
+    bf16: bool = False,
 ) -> tuple[torch.Tensor, list[float]]:
-    """Adam on ``code`` (a leaf, [W, D] or [1, S, D]) against cos(z(w), z(w + δ(w; code)))."""
+    """Adam on ``code`` (a leaf, [W, D] or [1, S, D]) against cos(z(w), z(w + δ(w; code))).
+
+    The generator's encoder does not see the code: it runs once, and each step only decodes.
+    ``bf16``: forward passes under CPU bfloat16 autocast (the code and Adam stay float32).
+    """
     emb = None if embedding is None else embedding.to(windows.device).expand(len(windows), -1)
-    with torch.no_grad():
-        z = encoder.embed(windows)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and windows.device.type == "cpu")
+    with torch.no_grad(), autocast:
+        z = encoder.embed(windows).float()
+        encoded = generator.encode(windows)
     code.requires_grad_(True)
     optimiser = torch.optim.Adam([code], lr=lr)
     best, best_loss, history = code.detach().clone(), float("inf"), []
     for step in range(steps + 1):
         batch_code = code.expand(len(windows), *code.shape[1:])
-        n, m = generator(windows, embedding=emb, code=batch_code, code_offset=offset)
-        delta = eps * n * m
-        cos = F.cosine_similarity(z, encoder.embed(windows + delta), dim=-1).mean()
+        with autocast:
+            n, m = generator.decode(encoded, embedding=emb, code=batch_code, code_offset=offset)
+            delta = eps * n.float() * m.float()
+            cos = F.cosine_similarity(z, encoder.embed(windows + delta).float(), dim=-1).mean()
         loss = cos
         if snr_target_db is not None:
             snr = 10 * torch.log10(windows.pow(2).sum() / delta.pow(2).sum().clamp_min(1e-20))
@@ -97,7 +122,7 @@ def _optimise(
 def optimise_code(
     generator: NoiseMaskGenerator,
     encoder: torch.nn.Module,
-    x: np.ndarray,
+    x: np.ndarray | Reader,
     eps: float,
     steps: int,
     lr: float = 0.5,
@@ -107,6 +132,9 @@ def optimise_code(
     max_windows: int = 2,
     embedding: torch.Tensor | None = None,
     piece_seconds: float = 20.0,
+    bf16: bool = False,
+    total: int | None = None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, list[float]]:
     """Optimise the generator's code for one utterance: minimise cos(z(x), z(x + δ(x; c))).
 
@@ -115,33 +143,41 @@ def optimise_code(
     lowest loss seen is kept (the zero code counts). A per-utterance code ([code_dim]) is fitted on
     up to ``max_windows`` windows of ``window_seconds`` (bounded cost whatever the length); a
     per-segment code ([segments, code_dim]) on the signal itself, in pieces of ``piece_seconds``
-    (each piece against its own embedding). Returns the code and the cosine after each step.
+    (each piece against its own embedding). ``bf16``: forward passes under CPU bfloat16 autocast.
+    ``x`` is a waveform or a reader ``(start, stop) -> samples`` of a signal of ``total`` samples:
+    only the windows or the piece at hand are then in memory, and the code is the same.
+    Returns the code and the cosine after each step (mean over pieces).
     """
+    from tqdm.auto import tqdm
+
     cfg = generator.config
     dim = cfg.code_dim
     if not dim:
         raise ValueError("this generator takes no code (SSEDConfig.code_film is false)")
+    read, total = _reader(x, total)
     device = next(generator.parameters()).device
     if not cfg.code_segment_samples:
-        windows = torch.from_numpy(optimisation_windows(x, window_seconds, max_windows)).to(device)
+        windows = optimisation_windows(read, window_seconds, max_windows, total)
         best, history = _optimise(
-            generator, encoder, windows, torch.zeros(1, dim, device=device), eps, steps, lr,
-            radius, snr_target_db, embedding,
+            generator, encoder, torch.from_numpy(windows).to(device),
+            torch.zeros(1, dim, device=device), eps, steps, lr, radius, snr_target_db, embedding,
+            bf16=bf16,
         )  # fmt: skip
         return best[0].cpu().numpy().astype(np.float32), history
     seg = cfg.code_segment_samples
-    codes = torch.zeros(1, cfg.code_segments(len(x)), dim, device=device)
+    codes = torch.zeros(1, cfg.code_segments(total), dim, device=device)
     per_piece = max(1, round(piece_seconds * SAMPLE_RATE / seg))
     histories: list[list[float]] = []
-    for first in range(0, codes.shape[1], per_piece):
+    firsts = range(0, codes.shape[1], per_piece)
+    for first in tqdm(firsts, desc="code", unit="piece", disable=not progress):
         last = min(codes.shape[1], first + per_piece)
-        piece = np.ascontiguousarray(x[first * seg : last * seg], dtype=np.float32)
+        piece = np.ascontiguousarray(read(first * seg, min(total, last * seg)), dtype=np.float32)
         if len(piece) == 0:
             break
         wave = torch.from_numpy(piece).to(device).unsqueeze(0)
         best, hist = _optimise(
             generator, encoder, wave, codes[:, first:last].clone(), eps, steps, lr, radius,
-            snr_target_db, embedding, offset=0,
+            snr_target_db, embedding, offset=0, bf16=bf16,
         )  # fmt: skip
         codes[:, first:last] = best
         histories.append(hist)

@@ -286,6 +286,13 @@ class NoiseMaskGenerator(nn.Module):
         ``embedding`` [B, embed_dim] and ``code`` ([B, code_dim] or [B, segments, code_dim], see
         :meth:`_modulate`) condition the bottleneck (FiLM); a missing code means the zero code.
         """
+        return self.decode(self.encode(x), use_mask, embedding, code, code_offset)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """The code-independent part of :meth:`forward`: (bottleneck h, local level, length).
+
+        Per-utterance code optimisation runs it once and only :meth:`decode` at each step.
+        """
         if x.ndim != 2:
             raise ValueError(f"expected waveforms of shape [batch, samples], got {tuple(x.shape)}")
         length = x.shape[-1]
@@ -294,7 +301,18 @@ class NoiseMaskGenerator(nn.Module):
         if self.config.input_norm or self.config.level_scaled:
             level = local_level(x, self.config.level_window, self.config.level_floor)
         inp = x / level if self.config.input_norm else x
-        h = self.encoder(F.pad(inp, (0, pad)).unsqueeze(1))
+        return self.encoder(F.pad(inp, (0, pad)).unsqueeze(1)), level, length
+
+    def decode(
+        self,
+        encoded: tuple[torch.Tensor, torch.Tensor | None, int],
+        use_mask: bool = True,
+        embedding: torch.Tensor | None = None,
+        code: torch.Tensor | None = None,
+        code_offset: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, m) from the output of :meth:`encode`, conditioned as in :meth:`forward`."""
+        h, level, length = encoded
         h = self._modulate(h, embedding, code, code_offset)
         n = torch.tanh(self.noise_decoder(h)).squeeze(1)[..., :length]
         raw = self.mask_decoder(h).squeeze(1)[..., :length]

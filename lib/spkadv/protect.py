@@ -250,13 +250,14 @@ def _delta(
     progress: bool,
     desc: str,
     code: np.ndarray | None = None,
+    code_offset: int = 0,
 ) -> np.ndarray:
     chunk = int(chunk_seconds * SAMPLE_RATE)
     if not model.config.is_local:
         chunk = max(chunk, len(x))  # per-utterance statistics: one pass over the whole signal
     embedding = model.embedding(x)  # whole-signal context, the same for every block
     return chunked(
-        lambda b, start: _run(module, b, sign, model.eps, embedding, code, start),
+        lambda b, start: _run(module, b, sign, model.eps, embedding, code, code_offset + start),
         x,
         chunk,
         model.overlap,
@@ -272,11 +273,15 @@ def protect(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     progress: bool = False,
     code: np.ndarray | None = None,
+    code_offset: int = 0,
 ) -> np.ndarray:
     """x' = x + eps · n(x) ⊙ m(x) (eq. 1), same length as ``x``; ``code`` conditions the
-    generator (models with ``code_film``; see :func:`optimise_code`)."""
+    generator (models with ``code_film``; see :func:`optimise_code`). ``code_offset``: where ``x``
+    starts in the signal the (per-segment) code belongs to, for a block of a longer file."""
     x = _validate(x)
-    out = _delta(model, model.generator, x, 1.0, chunk_seconds, progress, "protect", code)
+    out = _delta(
+        model, model.generator, x, 1.0, chunk_seconds, progress, "protect", code, code_offset
+    )
     out += x  # in place: one whole-length array fewer
     return out
 
@@ -287,15 +292,19 @@ def restore(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     progress: bool = False,
     code: np.ndarray | None = None,
+    code_offset: int = 0,
 ) -> np.ndarray:
     """One-shot removal x̂ = x' + eps · n'(x') ⊙ m'(x') (eq. 5) with F_R (given the protection's
-    ``code`` when the model takes one: it is in the protected file's sidecar)."""
+    ``code`` when the model takes one: it is in the protected file's sidecar; ``code_offset`` as
+    in :func:`protect`)."""
     x_adv = _validate(x_adv)
     if model.removal is None:
         raise ModelFileError(
             "this model has no removal module F_R (an SSED baseline model); use restore_refined"
         )
-    out = _delta(model, model.removal, x_adv, 1.0, chunk_seconds, progress, "restore", code)
+    out = _delta(
+        model, model.removal, x_adv, 1.0, chunk_seconds, progress, "restore", code, code_offset
+    )
     out += x_adv  # in place: one whole-length array fewer
     return out
 
@@ -308,6 +317,7 @@ def restore_refined(
     progress: bool = False,
     start: str = "removal",
     code: np.ndarray | None = None,
+    code_offset: int = 0,
 ) -> np.ndarray:
     """Fixed-point refinement with the generator: x̂ ← x' − eps · n(x̂) ⊙ m(x̂).
 
@@ -317,7 +327,7 @@ def restore_refined(
     """
     x_adv = _validate(x_adv)
     if start == "removal" and model.removal is not None:
-        x_hat = restore(model, x_adv, chunk_seconds, code=code)
+        x_hat = restore(model, x_adv, chunk_seconds, code=code, code_offset=code_offset)
     elif start in ("removal", "adv"):
         x_hat = x_adv.copy()
     else:
@@ -325,7 +335,9 @@ def restore_refined(
     from tqdm.auto import tqdm
 
     for _ in tqdm(range(iterations), desc="refine", disable=not progress):
-        x_hat = x_adv - _delta(model, model.generator, x_hat, 1.0, chunk_seconds, False, "", code)
+        x_hat = x_adv - _delta(
+            model, model.generator, x_hat, 1.0, chunk_seconds, False, "", code, code_offset
+        )
     return x_hat
 
 
@@ -367,30 +379,41 @@ def read_code(audio_path: str | os.PathLike) -> np.ndarray | None:
 
 
 def protection_code(
-    model: ProtectionModel, x: np.ndarray, steps: int | None = None
+    model: ProtectionModel, x, steps: int | None = None, progress: bool = False
 ) -> np.ndarray | None:
     """The per-utterance code of ``x`` for a ``code_film`` model (None for other models).
 
     ``steps`` optimisation steps (default: the model's ``meta["code_steps"]``) against the model's
-    white-box encoder; see :func:`spkadv.conditioning.optimise_code`.
+    white-box encoder, under CPU bf16 autocast when ``meta["code_bf16"]``; see
+    :func:`spkadv.conditioning.optimise_code`. ``x`` is a waveform or a signal read in pieces (an
+    object with ``read(start, stop)`` and ``len()``, such as :class:`spkadv.streaming.AudioSource`):
+    the code is the same, and only the piece being optimised is in memory.
     """
     if not model.config.code_film:
         return None
     from spkadv.conditioning import optimise_code
 
     steps = int(model.meta.get("code_steps", 0) if steps is None else steps)
-    if steps <= 0:
+    if steps <= 0:  # the zero code (one vector serves every segment)
         return np.zeros(model.config.code_dim, dtype=np.float32)
+    if isinstance(x, np.ndarray) or model.conditioned:
+        x = _validate(x if isinstance(x, np.ndarray) else x.read(0, len(x)))
+        signal, total = x, None
+    else:
+        signal, total = (lambda a, b: _validate(x.read(a, b))), len(x)
     code, _ = optimise_code(
         model.generator,
         model.encoder(),
-        _validate(x),
+        signal,
         model.eps,
         steps,
         lr=float(model.meta.get("code_lr", 0.5)),
         radius=float(model.meta.get("code_radius", 3.0)),
         snr_target_db=model.meta.get("snr_target_db"),
-        embedding=model.embedding(x),
+        embedding=model.embedding(signal) if model.conditioned else None,
+        bf16=bool(model.meta.get("code_bf16", False)),
+        total=total,
+        progress=progress,
     )
     return code
 

@@ -171,7 +171,7 @@ class StreamResult:
 def process_file(
     source: AudioSource,
     dst: str | os.PathLike,
-    block_fn: Callable[[np.ndarray], np.ndarray],
+    block_fn: Callable[[np.ndarray, int], np.ndarray],
     chunk: int,
     overlap: int,
     alignment: int,
@@ -181,7 +181,8 @@ def process_file(
 ) -> StreamResult:
     """Write ``block_fn`` applied block by block to ``source`` into ``dst`` (atomically).
 
-    ``block_fn`` maps a block with its context (a float32 array) to an array of the same length;
+    ``block_fn(x, start)`` maps a block with its context (a float32 array starting at sample
+    ``start`` of the file) to an array of the same length;
     only the block's own samples are kept, so ``block_fn`` must be local with a reach of at most
     ``overlap`` samples (a protection model with ``overlap=model.overlap``). A NaN/Inf output
     raises ``RuntimeError`` and leaves nothing at ``dst``. 16-bit output is clipped to [-1, 1]
@@ -207,7 +208,7 @@ def process_file(
             for a, b in tqdm(bounds, desc=desc, disable=not progress, unit="block"):
                 s, e = max(0, a - overlap), min(total, b + overlap)
                 x = source.read(s, e)
-                y = np.asarray(block_fn(x), dtype=np.float32)
+                y = np.asarray(block_fn(x, s), dtype=np.float32)
                 if y.shape != x.shape:
                     raise ValueError(f"block function returned shape {y.shape} for {x.shape}")
                 y = y[a - s : b - s]

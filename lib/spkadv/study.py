@@ -166,6 +166,31 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def score_model(
+    model: protect.ProtectionModel,
+    encoder: torch.nn.Module,
+    evalset: EvalSet,
+    rec_emb: np.ndarray,
+    pesq_utts: int = 0,
+) -> dict[str, float]:
+    """:func:`score` of a model as its users get it: each utterance protected with its optimised
+    code (models with ``code_film``; see :func:`spkadv.protect.protection_code`) and restored with
+    the same code, as the key holder does from the sidecar."""
+    codes: dict[int, np.ndarray | None] = {}
+
+    def protect_fn(i: int, x: np.ndarray) -> np.ndarray:
+        codes[i] = protect.protection_code(model, x)
+        return protect.protect(model, x, code=codes[i])
+
+    def restore_fn(i: int, adv: np.ndarray) -> np.ndarray:
+        return protect.restore(model, adv, code=codes[i])
+
+    return score(
+        encoder, evalset, rec_emb, protect_fn, pesq_utts=pesq_utts,
+        restore_fn=restore_fn if model.removal is not None else None,
+    )  # fmt: skip
+
+
 def config_digest(cfg: train.TrainConfig) -> str:
     """Short hash of a training configuration (names a variant's checkpoint folder)."""
     return _digest(cfg.to_dict())
@@ -319,32 +344,33 @@ def joint_run(
             steps=max(1, round(cfg.steps * step_fraction)),
             removal_steps=round(cfg.removal_steps * step_fraction),
         )
-        t0 = time.perf_counter()
-        result = train.train(
-            cfg, waves, encoder, out_dir / f"seed{seed}_threads{threads}-{config_digest(cfg)}",
-            progress=False,
-            speakers=speakers, device=torch.device("cpu"),
-        )  # fmt: skip
-        minutes = (time.perf_counter() - t0) / 60
+        run_dir = out_dir / f"seed{seed}_threads{threads}-{config_digest(cfg)}"
         meta = {
             "encoder": "study",
             "code_steps": params.get("CODE_STEPS", 0),
+            "code_bf16": bool(params.get("CODE_BF16", False)),
             "snr_target_db": cfg.weights.snr_target_db,
             "code_radius": cfg.code_sigma * cfg.model.code_dim**0.5,
         }
-        model = protect.ProtectionModel(
-            result.generator, result.removal, cfg.eps, "", cfg.model, meta, encoder
+        eval_key = _digest(
+            {"utts": evalset.utt_ids, "samples": [len(w) for w in evalset.waves], **meta}
         )
-        codes: dict[int, np.ndarray | None] = {}
-
-        def protect_fn(i: int, x: np.ndarray) -> np.ndarray:
-            codes[i] = protect.protection_code(model, x)
-            return protect.protect(model, x, code=codes[i])
-
-        scores = score(
-            encoder, evalset, rec_emb, protect_fn,
-            restore_fn=lambda i, adv: protect.restore(model, adv, code=codes[i]),
-        )  # fmt: skip
+        scores_path = run_dir / f"scores-{eval_key}.json"
+        if scores_path.exists():  # trained and scored on this subset before: a rerun is free
+            cached = read_json(scores_path)
+            scores, minutes, steps = cached["scores"], cached["train_wall_minutes"], cached["steps"]
+        else:
+            t0 = time.perf_counter()
+            result = train.train(
+                cfg, waves, encoder, run_dir, progress=False, speakers=speakers,
+                device=torch.device("cpu"),
+            )  # fmt: skip
+            minutes, steps = (time.perf_counter() - t0) / 60, result.steps
+            model = protect.ProtectionModel(
+                result.generator, result.removal, cfg.eps, "", cfg.model, meta, encoder
+            )
+            scores = score_model(model, encoder, evalset, rec_emb)
+            write_json(scores_path, {"scores": scores, "train_wall_minutes": minutes, "steps": steps})
     finally:
         torch.set_num_threads(previous)
     collapsed = (
@@ -353,7 +379,7 @@ def joint_run(
     return {
         "seed": seed,
         "threads": threads,
-        "steps": result.steps,
+        "steps": steps,
         "train_wall_minutes": minutes,
         **scores,
         "collapsed": bool(collapsed),
