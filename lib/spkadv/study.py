@@ -326,9 +326,11 @@ def joint_run(
     evalset: EvalSet,
     rec_emb: np.ndarray,
     out_dir: Path,
+    removal_fraction: float | None = None,
 ) -> dict[str, Any]:
-    """Joint training (notebook 20's configuration, ``step_fraction`` of its steps) with one seed
-    and thread count, scored on the subset with protection and one-shot restoration.
+    """Joint training (notebook 20's configuration, ``step_fraction`` of its joint steps and
+    ``removal_fraction`` (default: the same) of its F_R-alone steps) with one seed and thread count,
+    scored on the subset with protection and one-shot restoration.
 
     ``collapsed`` flags a run whose removal is a no-op (SNR(rst) < SNR(adv) + 3 dB) or whose
     attack moves embeddings no more than noise of the same power (cos(x, x') >= cos(x, gn)).
@@ -342,7 +344,9 @@ def joint_run(
         cfg = dataclasses.replace(
             cfg,
             steps=max(1, round(cfg.steps * step_fraction)),
-            removal_steps=round(cfg.removal_steps * step_fraction),
+            removal_steps=round(
+                cfg.removal_steps * (step_fraction if removal_fraction is None else removal_fraction)
+            ),
         )
         run_dir = out_dir / f"seed{seed}_threads{threads}-{config_digest(cfg)}"
         meta = {
