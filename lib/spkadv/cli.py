@@ -159,27 +159,19 @@ def _whole_file_reason(model) -> str | None:
     return None
 
 
-def _whole_file_function(args: argparse.Namespace, model, src: Path, state: dict, progress: bool):
-    """The command on the whole signal at once (models that cannot stream); a protection code,
-    where the model takes one, is left in ``state["code"]`` for the sidecar."""
+def _whole_file_function(args: argparse.Namespace, model, progress: bool, **conditioning):
+    """The command on the whole signal at once (models that cannot stream), with the file's
+    ``conditioning`` (a protection code) as the block-by-block path gets it."""
     from spkadv import protect as P
 
     def run(x: np.ndarray, start: int = 0) -> np.ndarray:
-        extra = {}
         if args.command == "protect":
-            code = P.protection_code(model, x)
-            state["code"] = code
-            if code is not None:
-                extra["code"] = code
-            return P.protect(model, x, args.chunk_seconds, progress=progress, **extra)
-        code = P.read_code(src)
-        if code is not None:
-            extra["code"] = code
+            return P.protect(model, x, args.chunk_seconds, progress=progress, **conditioning)
         if args.refine > 0:
             return P.restore_refined(
-                model, x, args.refine, args.chunk_seconds, progress=progress, **extra
+                model, x, args.refine, args.chunk_seconds, progress=progress, **conditioning
             )
-        return P.restore(model, x, args.chunk_seconds, progress=progress, **extra)
+        return P.restore(model, x, args.chunk_seconds, progress=progress, **conditioning)
 
     return run
 
@@ -214,25 +206,22 @@ def _process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
             raise P.ModelFileError(
                 "this model has no removal module F_R (an SSED baseline model); use --refine N"
             )
-    state: dict = {}
     with streaming.AudioSource(src) as source:
         progress = not args.quiet and len(source) > PROGRESS_SECONDS * SAMPLE_RATE
+        conditioning = {}  # the file's code: optimised in a first pass, or the sidecar's
+        code = (
+            P.protection_code(model, source, progress=progress)
+            if args.command == "protect"
+            else P.read_code(src)
+        )
+        if code is not None:
+            conditioning["code"] = code
         reason = _whole_file_reason(model)
         if reason is None:  # block by block
-            conditioning = {}
-            if model.config.code_film:  # the file's code: optimised in a first pass, or the sidecar's
-                if args.command == "protect":
-                    state["code"] = conditioning["code"] = P.protection_code(
-                        model, source, progress=progress
-                    )
-                else:
-                    code = P.read_code(src)
-                    if code is not None:
-                        conditioning["code"] = code
             fn, context = _block_function(args, model, **conditioning)
             chunk = int(args.chunk_seconds * SAMPLE_RATE)
         else:  # one block: the whole file
-            fn, context = _whole_file_function(args, model, src, state, progress), 0
+            fn, context = _whole_file_function(args, model, progress, **conditioning), 0
             chunk, progress = len(source) + model.alignment, False
             if len(source) > PROGRESS_SECONDS * SAMPLE_RATE:
                 print(
@@ -258,10 +247,7 @@ def _process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
             file=sys.stderr,
         )
     if args.command == "protect":
-        if state.get("code") is not None:
-            P.write_tag(dst, model.fingerprint, state["code"])
-        else:
-            P.write_tag(dst, model.fingerprint)
+        P.write_tag(dst, model.fingerprint, code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
