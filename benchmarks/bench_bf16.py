@@ -212,9 +212,7 @@ def code_speed(count: int) -> dict[str, Any]:
             t0 = time.process_time()
             code = protect.protection_code(model, x)
             cpu += time.process_time() - t0
-            model.meta["code_bf16"] = False  # the code is applied in float32 either way
-            adv = protect.protect(model, x, code=code)
-            model.meta["code_bf16"] = bf16
+            adv = protect.protect(model, x, code=code)  # float32 either way (code_bf16: the search only)
             cos.append(float(torch.nn.functional.cosine_similarity(embed(x), embed(adv), dim=0)))
             snr.append(metrics.snr_db(x, adv))
         out[f"code_cpu_s_{name}"] = cpu
