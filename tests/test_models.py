@@ -116,3 +116,50 @@ def test_local_level_is_the_moving_rms() -> None:
     assert torch.allclose(level[0], expected, atol=1e-7)
     with pytest.raises(ValueError, match="odd"):
         local_level(x, 4, 0.0)
+
+
+@pytest.mark.parametrize("mask_norm", ["sigmoid", "tanh01"])
+def test_mask_init_starts_every_seed_at_the_same_mask(mask_norm: str) -> None:
+    x = torch.randn(2, 3000) * 0.1
+    for seed in range(4):
+        torch.manual_seed(seed)
+        gen = SSEDGenerator(SSEDConfig(width=4, stages=2, res_blocks=1, mask_norm=mask_norm, mask_init=0.3))
+        n, m = gen(x)
+        assert torch.allclose(m, torch.full_like(m, 0.3), atol=1e-6)
+        assert n.abs().max() > 0  # the noise decoder keeps its random init
+        # the head learns: its weights get a gradient at once (zero weights, non-zero inputs)
+        m.sum().backward()
+        assert gen.mask_decoder.net[-1].weight.grad.abs().sum() > 0
+
+
+def test_default_init_mask_depends_on_the_seed() -> None:
+    """What mask_init fixes: without it the starting mask level follows the seed."""
+    x = torch.randn(2, 3000) * 0.1
+    means = []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        means.append(SSEDGenerator(SSEDConfig(width=4, stages=2, res_blocks=1))(x)[1].mean().item())
+    assert max(means) / min(means) > 2.0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"mask_init": 1.0}, {"mask_init": -0.1}, {"mask_init": 0.5, "spectral_norm": True},
+     {"mask_init": 0.5, "mask_norm": "minmax"}],
+)  # fmt: skip
+def test_bad_mask_init_is_refused(fields: dict) -> None:
+    with pytest.raises(ValueError, match="mask_init"):
+        SSEDConfig(**fields)
+
+
+def test_mask_init_keeps_chunked_processing_exact() -> None:
+    torch.manual_seed(0)
+    gen = SSEDGenerator(SSEDConfig(width=4, stages=2, res_blocks=1, mask_init=0.5, level_scaled=True))
+    torch.nn.init.normal_(gen.mask_decoder.net[-1].weight, std=0.1)  # as after some training
+    x = torch.randn(1, 6000) * 0.1
+    whole = gen.perturbation(x, eps=0.1)
+    r, a = gen.receptive_field, gen.alignment
+    start = (3000 // a) * a
+    lo = max(0, start - ((r + a - 1) // a) * a)
+    part = gen.perturbation(x[:, lo:], eps=0.1)[:, start - lo :]
+    assert torch.allclose(part[:, : 6000 - start - r], whole[:, start : 6000 - r], atol=1e-6)

@@ -153,3 +153,28 @@ def test_killed_run_resumes_without_redoing_finished_stages(project):
     # resumed in place: what the killed run wrote (its checkpoints, in a real stage) is still there
     assert runs_of(project, "00_first") == 1 and runs_of(project, "10_second") == 2
     assert not (project["runs"] / ".previous").exists()
+
+
+def test_study_reading_the_whole_profile_reruns_when_an_undeclared_key_changes(
+    project, tmp_path, monkeypatch
+):
+    """A study notebook that loads the profile itself depends on keys it does not declare."""
+    (tmp_path / "params").mkdir()
+    project["profile"] = project["profile"].rename(tmp_path / "params" / "tiny.yaml")
+    monkeypatch.setenv("SPKADV_ROOT", str(tmp_path))  # where config.load_profile("tiny") looks
+    code = (
+        "from spkadv import config\n"
+        'PARAMS = config.load_profile(PROFILE)\n'
+        'out = config.stage_dir(PROFILE, "90_study")\n'
+        '(out / "ran.txt").open("a").write("x")\n'
+        'config.write_metrics(PROFILE, "90_study", {"value": PARAMS["VALUE"]})\n'
+    )
+    write_notebook(project["notebooks"] / "90_study.ipynb", 'PROFILE = "smoke"  # profile\n', code)
+    run = lambda: pipeline.run(  # noqa: E731
+        str(project["profile"]), only=["90"], notebooks=project["notebooks"], progress=False
+    )
+    run()
+    assert run()["stages"]["90_study"]["status"] == "skipped"
+    project["profile"].write_text("VALUE: 9  # read by the study, declared by 00/10 only\n")
+    assert run()["stages"]["90_study"]["metrics"] == {"value": 9}
+    assert runs_of(project, "90_study") == 1  # a fresh folder; the old one moved aside

@@ -92,6 +92,20 @@ def test_changed_configuration_is_refused_on_resume(tmp_path: Path) -> None:
         )
 
 
+def test_checkpoint_from_before_a_new_model_field_resumes(tmp_path: Path) -> None:
+    """A field added to the configuration later (at its default) does not orphan older checkpoints."""
+    train(TINY, _waves(), RandomConvEncoder(), tmp_path, progress=False, stop_after=2)
+    state = load_checkpoint(tmp_path / "last.pt")
+    del state["config"]["model"]["mask_init"]  # as written before the field existed
+    torch.save(state, tmp_path / "last.pt")
+    resumed = train(TINY, _waves(), RandomConvEncoder(), tmp_path, progress=False)
+    assert resumed.resumed_from == 2
+    state["config"]["model"]["mask_init"] = 0.5  # but a changed value still is another configuration
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match="different training configuration"):
+        train(TINY, _waves(), RandomConvEncoder(), tmp_path, progress=False)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_damaged_checkpoint_names_the_file(tmp_path: Path, damage: str) -> None:
     train(TINY, _waves(), RandomConvEncoder(), tmp_path, progress=False, stop_after=2)

@@ -22,6 +22,7 @@ the whole signal and break exact chunking; ``norm="batch"`` is local in eval mod
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -52,6 +53,7 @@ class SSEDConfig:
     code_segment_seconds: float = (
         0.0  # > 0: one code per segment of this length (0: one per utterance)
     )
+    mask_init: float = 0.0  # in (0, 1): the mask head starts at this value everywhere (0: default init)
 
     def __post_init__(self) -> None:
         if self.mask_norm not in MASK_NORMALISERS:
@@ -66,6 +68,15 @@ class SSEDConfig:
             raise ValueError(f"embed_dim must be >= 0, got {self.embed_dim}")
         if self.level_window < 1 or self.level_window % 2 == 0:
             raise ValueError(f"level_window must be a positive odd number, got {self.level_window}")
+        if not 0.0 <= self.mask_init < 1.0:
+            raise ValueError(
+                f"mask_init={self.mask_init} must lie in [0, 1): the mask's starting value "
+                "(0 keeps the default initialisation)"
+            )
+        if self.mask_init and self.spectral_norm:
+            raise ValueError("mask_init zeroes the mask head's weights, which spectral_norm cannot take")
+        if self.mask_init and self.mask_norm == "minmax":
+            raise ValueError("mask_init needs a pointwise mask normaliser (sigmoid or tanh01)")
 
     @property
     def code_dim(self) -> int:
@@ -203,6 +214,24 @@ class NoiseMaskGenerator(nn.Module):
                 target = weight.weight.original if weight is not None else module.weight
                 nn.init.kaiming_normal_(target, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
+        if cfg.mask_init:
+            self._init_mask_head(cfg.mask_init)
+
+    def _init_mask_head(self, value: float) -> None:
+        """Start the mask at ``value`` everywhere: zero weights and the matching bias on the mask
+        decoder's output conv. With the default init the head's pre-activations are large and their
+        sign follows the seed: some seeds start with the sigmoid saturated near 0 (δ ≈ 0), where
+        neither loss has a gradient to leave it (the collapse seen on real speech)."""
+        head = self.mask_decoder.net[-1]
+        weight = getattr(head, "parametrizations", None)
+        target = weight.weight.original if weight is not None else head.weight
+        if self.config.mask_norm == "sigmoid":
+            raw = math.log(value / (1 - value))
+        else:  # tanh01
+            raw = math.atanh(2 * value - 1)
+        with torch.no_grad():
+            target.zero_()
+            head.bias.fill_(raw)
 
     @property
     def alignment(self) -> int:

@@ -41,9 +41,14 @@ class Stage:
     notebook: Path
     declared: dict[str, Any]
     parameters: dict[str, Any] = field(default_factory=dict)
+    # The whole profile, for notebooks that read it themselves (config.load_profile(PROFILE)):
+    # their results depend on keys they do not declare (the studies train with the 10/20 blocks).
+    profile_values: dict[str, Any] = field(default_factory=dict)
 
     def params_hash(self) -> str:
         blob = json.dumps(self.parameters, sort_keys=True, default=str).encode()
+        if self.profile_values:
+            blob += json.dumps(self.profile_values, sort_keys=True, default=str).encode()
         digest = hashlib.sha256(blob)
         digest.update(self.notebook.read_bytes())
         return digest.hexdigest()[:16]
@@ -98,7 +103,8 @@ def plan(profile: str, notebooks: Path, only=None, start=None) -> list[Stage]:
             continue
         params = {k: v for k, v in values.items() if k in declared}
         params["PROFILE"] = profile_name
-        stages.append(Stage(path.stem, path, declared, params))
+        reads_profile = b"config.load_profile(PROFILE)" in path.read_bytes()
+        stages.append(Stage(path.stem, path, declared, params, values if reads_profile else {}))
     undeclared = sorted(set(values) - declared_anywhere)
     if undeclared and not (only or start):
         raise PipelineError(

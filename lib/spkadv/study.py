@@ -191,9 +191,18 @@ def score_model(
     )  # fmt: skip
 
 
+# Fields added to the configuration after runs were cached: left out of the digest at their default
+# (the behaviour before they existed), so those runs keep their names and are reused.
+_LATER_MODEL_FIELDS = {"mask_init": 0.0}
+
+
 def config_digest(cfg: train.TrainConfig) -> str:
     """Short hash of a training configuration (names a variant's checkpoint folder)."""
-    return _digest(cfg.to_dict())
+    data = cfg.to_dict()
+    for name, default in _LATER_MODEL_FIELDS.items():
+        if data["model"].get(name) == default:
+            del data["model"][name]
+    return _digest(data)
 
 
 def run_variant(

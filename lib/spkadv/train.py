@@ -119,6 +119,7 @@ def config_from_params(
         embed_dim=params.get("MODEL_EMBED_DIM", 0),
         code_film=params.get("MODEL_CODE_FILM", False),
         code_segment_seconds=params.get("MODEL_CODE_SEGMENT_SECONDS", 0.0),
+        mask_init=params.get("MODEL_MASK_INIT", 0.0),
     )
     weights = LossWeights(
         alpha=params["LOSS_ALPHA"],
@@ -288,7 +289,11 @@ def train(
     step, history, elapsed = 0, [], 0.0
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
-        if state["config"] != config.to_dict():
+        try:  # through from_dict: fields added since the checkpoint was written take their defaults
+            same = TrainConfig.from_dict(state["config"]) == config
+        except (TypeError, ValueError):
+            same = False
+        if not same:
             raise CheckpointError(
                 f"{ckpt_path}: written by a different training configuration; "
                 "delete the checkpoints folder or restore the original parameters"
