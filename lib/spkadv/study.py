@@ -46,6 +46,7 @@ BASELINE: dict[str, Any] = {
     "CPU_BF16": False,
     "SNR_TARGET_DB": 27.0,
     "RPT_FORM": "eq8",
+    "MODEL_MASK_INIT": 0.0,
 }
 
 # name -> (parameter overrides on top of the profile and BASELINE, what it tests)
