@@ -139,21 +139,23 @@ def quality(count: int) -> dict[str, Any]:
     emb: dict[str, list[np.ndarray]] = {"rec": [], "fp32": [], "bf16": []}
 
     def embed(w: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the encoder caches tensors the code search reuses
             return encoder.embed(torch.from_numpy(w).unsqueeze(0))[0].float().numpy()
 
     for r in rows:
         x = load_audio(r["path"])
         emb["rec"].append(embed(x))
         advs = {}
+        # the code as users get it (optimised in float32, CODE_BF16 is off); both precisions apply it
+        code = protect.protection_code(model, x)
         for name, m in (("fp32", model), ("bf16", fast)):
-            adv = protect.protect(m, x)
+            adv = protect.protect(m, x, code=code)
             advs[name] = adv
             got = figures[name]
             got.setdefault("snr_adv", []).append(metrics.snr_db(x, adv))
             if m.removal is not None:
                 got.setdefault("snr_rst", []).append(
-                    min(200.0, metrics.snr_db(x, protect.restore(m, adv)))
+                    min(200.0, metrics.snr_db(x, protect.restore(m, adv, code=code)))
                 )
             try:
                 got.setdefault("pesq_adv", []).append(metrics.pesq_nb_raw(x, adv))
@@ -172,7 +174,10 @@ def quality(count: int) -> dict[str, Any]:
     for name in ("fp32", "bf16"):
         for key, values in figures[name].items():
             out[f"{key}_{name}"] = float(np.mean(values)) if values else None
-        scores = metrics.cosine_scores(np.stack(emb["rec"]), np.stack(emb[name]))
+        enrol, test = (np.stack(emb[k]).astype(np.float64) for k in ("rec", name))
+        enrol /= np.linalg.norm(enrol, axis=1, keepdims=True)
+        test /= np.linalg.norm(test, axis=1, keepdims=True)
+        scores = enrol @ test.T  # all pairs: enrolment i (clean) against test j (protected)
         off = ~np.eye(len(rows), dtype=bool)
         tar, non = scores[same & off], scores[~same]
         out[f"eer_rec_adv_{name}"] = metrics.eer(tar, non) if len(tar) and len(non) else None
