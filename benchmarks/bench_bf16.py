@@ -124,7 +124,7 @@ def _eval_rows(count: int) -> list[dict[str, str]]:
 def quality(count: int) -> dict[str, Any]:
     """Worker: float32 against bf16 quality figures on ``count`` evaluation utterances."""
     import torch
-    from spkadv import encoders, metrics, precision, protect
+    from spkadv import encoders, metrics, precision, protect, study
     from spkadv.audio import load_audio
 
     path, source = _trained_model()
@@ -175,13 +175,10 @@ def quality(count: int) -> dict[str, Any]:
         for key, values in figures[name].items():
             out[f"{key}_{name}"] = float(np.mean(values)) if values else None
         enrol, test = (np.stack(emb[k]).astype(np.float64) for k in ("rec", name))
-        enrol /= np.linalg.norm(enrol, axis=1, keepdims=True)
-        test /= np.linalg.norm(test, axis=1, keepdims=True)
-        scores = enrol @ test.T  # all pairs: enrolment i (clean) against test j (protected)
-        off = ~np.eye(len(rows), dtype=bool)
-        tar, non = scores[same & off], scores[~same]
-        out[f"eer_rec_adv_{name}"] = metrics.eer(tar, non) if len(tar) and len(non) else None
-        out[f"cos_rec_adv_{name}"] = float(np.mean(np.diag(scores)))
+        out[f"cos_rec_adv_{name}"] = float(np.mean(metrics.cosine_scores(enrol, test)))
+        unit = [e / np.linalg.norm(e, axis=1, keepdims=True) for e in (enrol, test)]
+        has_pairs = (same & ~np.eye(len(rows), dtype=bool)).any() and not same.all()
+        out[f"eer_rec_adv_{name}"] = study.pair_eer(*unit, speakers) if has_pairs else None
     return out
 
 

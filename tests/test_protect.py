@@ -66,6 +66,16 @@ def test_level_scaled_model_chunks_exactly(tmp_path) -> None:
     assert np.abs(P.protect(model, x, 0.02) - P.protect(model, x, 10.0)).max() <= 1e-5
 
 
+def test_mask_init_model_chunks_exactly(tmp_path) -> None:
+    config = SSEDConfig(width=4, stages=2, res_blocks=1, level_scaled=True, mask_init=0.5)
+    torch.manual_seed(0)
+    gen = SSEDGenerator(config)
+    torch.nn.init.normal_(gen.mask_decoder.net[-1].weight, std=0.1)  # as after some training
+    model = P.load_model(P.save_model(tmp_path / "m.pt", gen, RemovalModule(config), 0.1))
+    x = _signal(9_001)
+    assert np.abs(P.protect(model, x, 0.02) - P.protect(model, x, 10.0)).max() <= 1e-6
+
+
 def test_refinement_converges_to_the_generator_fixed_point(tmp_path) -> None:
     model = _model(tmp_path, eps=0.01)
     x = _signal(4_000)

@@ -222,15 +222,13 @@ class NoiseMaskGenerator(nn.Module):
         decoder's output conv. With the default init the head's pre-activations are large and their
         sign follows the seed: some seeds start with the sigmoid saturated near 0 (δ ≈ 0), where
         neither loss has a gradient to leave it (the collapse seen on real speech)."""
-        head = self.mask_decoder.net[-1]
-        weight = getattr(head, "parametrizations", None)
-        target = weight.weight.original if weight is not None else head.weight
+        head = self.mask_decoder.net[-1]  # a plain conv: SSEDConfig refuses mask_init with spectral_norm
         if self.config.mask_norm == "sigmoid":
             raw = math.log(value / (1 - value))
         else:  # tanh01
             raw = math.atanh(2 * value - 1)
         with torch.no_grad():
-            target.zero_()
+            head.weight.zero_()
             head.bias.fill_(raw)
 
     @property
