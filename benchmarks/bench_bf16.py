@@ -139,7 +139,9 @@ def quality(count: int) -> dict[str, Any]:
     emb: dict[str, list[np.ndarray]] = {"rec": [], "fp32": [], "bf16": []}
 
     def embed(w: np.ndarray) -> np.ndarray:
-        with torch.no_grad():  # not inference_mode: the encoder caches tensors the code search reuses
+        with (
+            torch.no_grad()
+        ):  # not inference_mode: the encoder caches tensors the code search reuses
             return encoder.embed(torch.from_numpy(w).unsqueeze(0))[0].float().numpy()
 
     for r in rows:
@@ -214,13 +216,17 @@ def code_speed(count: int) -> dict[str, Any]:
             t0 = time.process_time()
             code = protect.protection_code(model, x)
             cpu += time.process_time() - t0
-            adv = protect.protect(model, x, code=code)  # float32 either way (code_bf16: the search only)
+            adv = protect.protect(
+                model, x, code=code
+            )  # float32 either way (code_bf16: the search only)
             cos.append(float(torch.nn.functional.cosine_similarity(embed(x), embed(adv), dim=0)))
             snr.append(metrics.snr_db(x, adv))
         out[f"code_cpu_s_{name}"] = cpu
         out[f"code_cos_{name}"] = float(np.mean(cos))
         out[f"code_snr_db_{name}"] = float(np.mean(snr))
-    out["cpu_s_per_audio_s_step_fp32"] = out["code_cpu_s_fp32"] / out["audio_seconds"] / out["code_steps"]
+    out["cpu_s_per_audio_s_step_fp32"] = (
+        out["code_cpu_s_fp32"] / out["audio_seconds"] / out["code_steps"]
+    )
     out["bf16_code_speedup"] = out["code_cpu_s_fp32"] / out["code_cpu_s_bf16"]
     return out
 

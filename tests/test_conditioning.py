@@ -223,7 +223,9 @@ def test_encode_then_decode_is_the_forward_pass() -> None:
     assert torch.equal(n, n2) and torch.equal(m, m2)
 
 
-def test_bf16_code_optimisation_also_lowers_the_similarity_and_is_used_when_the_model_says_so() -> None:
+def test_bf16_code_optimisation_also_lowers_the_similarity_and_is_used_when_the_model_says_so() -> (
+    None
+):
     model = _model(dataclasses.replace(CONDITIONED, embed_dim=0))
     x = _speech(1.0)
     kwargs = dict(steps=8, lr=0.5, radius=2.0, window_seconds=0.5)

@@ -123,7 +123,9 @@ def test_mask_init_starts_every_seed_at_the_same_mask(mask_norm: str) -> None:
     x = torch.randn(2, 3000) * 0.1
     for seed in range(4):
         torch.manual_seed(seed)
-        gen = SSEDGenerator(SSEDConfig(width=4, stages=2, res_blocks=1, mask_norm=mask_norm, mask_init=0.3))
+        gen = SSEDGenerator(
+            SSEDConfig(width=4, stages=2, res_blocks=1, mask_norm=mask_norm, mask_init=0.3)
+        )
         n, m = gen(x)
         assert torch.allclose(m, torch.full_like(m, 0.3), atol=1e-6)
         assert n.abs().max() > 0  # the noise decoder keeps its random init
@@ -150,4 +152,3 @@ def test_default_init_mask_depends_on_the_seed() -> None:
 def test_bad_mask_init_is_refused(fields: dict) -> None:
     with pytest.raises(ValueError, match="mask_init"):
         SSEDConfig(**fields)
-

@@ -164,7 +164,7 @@ def test_study_reading_the_whole_profile_reruns_when_an_undeclared_key_changes(
     monkeypatch.setenv("SPKADV_ROOT", str(tmp_path))  # where config.load_profile("tiny") looks
     code = (
         "from spkadv import config\n"
-        'PARAMS = config.load_profile(PROFILE)\n'
+        "PARAMS = config.load_profile(PROFILE)\n"
         'out = config.stage_dir(PROFILE, "90_study")\n'
         '(out / "ran.txt").open("a").write("x")\n'
         'config.write_metrics(PROFILE, "90_study", {"value": PARAMS["VALUE"]})\n'

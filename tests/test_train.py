@@ -100,7 +100,9 @@ def test_checkpoint_from_before_a_new_model_field_resumes(tmp_path: Path) -> Non
     torch.save(state, tmp_path / "last.pt")
     resumed = train(TINY, _waves(), RandomConvEncoder(), tmp_path, progress=False)
     assert resumed.resumed_from == 2
-    state["config"]["model"]["mask_init"] = 0.5  # but a changed value still is another configuration
+    state["config"]["model"]["mask_init"] = (
+        0.5  # but a changed value still is another configuration
+    )
     torch.save(state, tmp_path / "last.pt")
     with pytest.raises(CheckpointError, match="different training configuration"):
         train(TINY, _waves(), RandomConvEncoder(), tmp_path, progress=False)

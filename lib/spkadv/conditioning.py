@@ -88,7 +88,9 @@ def _optimise(
     ``bf16``: forward passes under CPU bfloat16 autocast (the code and Adam stay float32).
     """
     emb = None if embedding is None else embedding.to(windows.device).expand(len(windows), -1)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and windows.device.type == "cpu")
+    autocast = torch.autocast(
+        "cpu", dtype=torch.bfloat16, enabled=bf16 and windows.device.type == "cpu"
+    )
     with torch.no_grad(), autocast:
         z = encoder.embed(windows).float()
         encoded = generator.encode(windows)

@@ -53,7 +53,9 @@ class SSEDConfig:
     code_segment_seconds: float = (
         0.0  # > 0: one code per segment of this length (0: one per utterance)
     )
-    mask_init: float = 0.0  # in (0, 1): the mask head starts at this value everywhere (0: default init)
+    mask_init: float = (
+        0.0  # in (0, 1): the mask head starts at this value everywhere (0: default init)
+    )
 
     def __post_init__(self) -> None:
         if self.mask_norm not in MASK_NORMALISERS:
@@ -74,7 +76,9 @@ class SSEDConfig:
                 "(0 keeps the default initialisation)"
             )
         if self.mask_init and self.spectral_norm:
-            raise ValueError("mask_init zeroes the mask head's weights, which spectral_norm cannot take")
+            raise ValueError(
+                "mask_init zeroes the mask head's weights, which spectral_norm cannot take"
+            )
         if self.mask_init and self.mask_norm == "minmax":
             raise ValueError("mask_init needs a pointwise mask normaliser (sigmoid or tanh01)")
 
@@ -222,7 +226,9 @@ class NoiseMaskGenerator(nn.Module):
         decoder's output conv. With the default init the head's pre-activations are large and their
         sign follows the seed: some seeds start with the sigmoid saturated near 0 (δ ≈ 0), where
         neither loss has a gradient to leave it (the collapse seen on real speech)."""
-        head = self.mask_decoder.net[-1]  # a plain conv: SSEDConfig refuses mask_init with spectral_norm
+        head = self.mask_decoder.net[
+            -1
+        ]  # a plain conv: SSEDConfig refuses mask_init with spectral_norm
         if self.config.mask_norm == "sigmoid":
             raw = math.log(value / (1 - value))
         else:  # tanh01

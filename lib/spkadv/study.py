@@ -355,7 +355,8 @@ def joint_run(
             cfg,
             steps=max(1, round(cfg.steps * step_fraction)),
             removal_steps=round(
-                cfg.removal_steps * (step_fraction if removal_fraction is None else removal_fraction)
+                cfg.removal_steps
+                * (step_fraction if removal_fraction is None else removal_fraction)
             ),
         )
         run_dir = out_dir / f"seed{seed}_threads{threads}-{config_digest(cfg)}"
@@ -384,7 +385,9 @@ def joint_run(
                 result.generator, result.removal, cfg.eps, "", cfg.model, meta, encoder
             )
             scores = score_model(model, encoder, evalset, rec_emb)
-            write_json(scores_path, {"scores": scores, "train_wall_minutes": minutes, "steps": steps})
+            write_json(
+                scores_path, {"scores": scores, "train_wall_minutes": minutes, "steps": steps}
+            )
     finally:
         torch.set_num_threads(previous)
     collapsed = (
