@@ -6,7 +6,8 @@
 
 Items: protect (1), pgd (2), flops (3), train (4), eval (5), pipeline (6), and the figures under
 real conditions: stream (file memory), busy (a stage beside a busy process), bf16 (CPU bfloat16),
-rerun (table notebooks of the default profile, warm against cold caches). An item whose library
+rerun (table notebooks of the default profile, warm against cold caches), workers (eval-set
+protection in one process against one process per core). An item whose library
 piece is missing is recorded with the reason and the others still run.
 """
 
@@ -23,7 +24,19 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-ITEMS = ("protect", "pgd", "flops", "train", "eval", "pipeline", "stream", "busy", "bf16", "rerun")
+ITEMS = (
+    "protect",
+    "pgd",
+    "flops",
+    "train",
+    "eval",
+    "pipeline",
+    "stream",
+    "busy",
+    "bf16",
+    "rerun",
+    "workers",
+)
 
 # headline figure -> (item, key in the item's JSON, target text, test on the value or None)
 HEADLINE: dict[str, tuple[str, str, str, Any]] = {
@@ -81,6 +94,7 @@ HEADLINE: dict[str, tuple[str, str, str, Any]] = {
     "bf16_protect_speedup": ("bf16", "bf16_protect_speedup", "", None),
     "bf16_train_speedup": ("bf16", "bf16_train_speedup", "", None),
     "bf16_code_speedup": ("bf16", "bf16_code_speedup", "", None),
+    "protect_workers_speedup": ("workers", "workers_speedup", "", None),
 }
 REASON_KEYS = {
     "table_rerun_speedup": "table_rerun_reason",

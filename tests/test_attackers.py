@@ -68,6 +68,20 @@ def test_oracle_protects_like_the_tool_and_exposes_no_weights(tmp_path: Path) ->
         copy.deepcopy(oracle)
 
 
+def test_oracle_map_in_worker_processes_answers_in_order(tmp_path: Path) -> None:
+    path = _model_file(tmp_path / "model.pt", 0)
+    waves = [_speech(0.2 + 0.05 * i, i) for i in range(4)]
+    one = attackers.ProtectionOracle(path, device="cpu")
+    many = attackers.ProtectionOracle(path, device="cpu", workers=2)
+    expected = [one(x) for x in waves]
+    answers = many.map(waves)
+    assert [a.shape for a in answers] == [x.shape for x in waves]
+    assert max(float(np.abs(a - e).max()) for a, e in zip(answers, expected, strict=True)) <= 1e-5
+    assert many.calls == 4 and many.audio_seconds == pytest.approx(one.audio_seconds)
+    pairs = attackers.make_pairs(many, waves, list("abcd"), progress=False)
+    assert many.calls == 8 and pairs.utt_ids == list("abcd")
+
+
 def test_attacker_code_path_uses_only_the_oracle_call() -> None:
     gain = 1.1  # a perturbation the enhancer can learn to undo: x' = 1.1 x
     oracle = StrictOracle(lambda x: gain * x)

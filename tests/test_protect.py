@@ -168,6 +168,45 @@ def test_write_conditions_and_eers(tmp_path, model: P.ProtectionModel) -> None:
     assert P.mean_db([10.0, float("inf")]) == pytest.approx(105.0)
 
 
+def test_write_conditions_in_worker_processes_equals_one_process(
+    tmp_path, model: P.ProtectionModel
+) -> None:
+    import pandas as pd
+    import soundfile as sf
+
+    rows = []
+    for i in range(5):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, _signal(2_000 + 37 * i, seed=i), 16_000, subtype="FLOAT")
+        rows.append({"utt_id": f"u{i}", "path": str(path)})
+    rows = pd.DataFrame(rows)
+    tables, folders = {}, {}
+    for workers in (1, 2):
+        folders[workers] = {c: tmp_path / f"w{workers}" / c for c in ("adv", "gn", "rst")}
+        for folder in folders[workers].values():
+            folder.mkdir(parents=True)
+        tables[workers] = P.write_conditions(
+            model, rows, folders[workers], int16_utterances=2, progress=False, workers=workers
+        )
+    assert list(tables[2]["utt_id"]) == list(rows["utt_id"])  # the rows' order, not completion's
+    assert list(tables[2].columns) == list(tables[1].columns)
+    assert tables[2]["snr_int16_floor_db"].notna().sum() == 2
+    np.testing.assert_allclose(tables[2]["snr_adv_db"], tables[1]["snr_adv_db"], atol=1e-4)
+    for cond in ("adv", "gn", "rst"):
+        for utt in rows["utt_id"]:
+            one, _ = sf.read(folders[1][cond] / f"{utt}.wav", dtype="float32")
+            two, _ = sf.read(folders[2][cond] / f"{utt}.wav", dtype="float32")
+            assert one.shape == two.shape and np.abs(one - two).max() <= 1e-5
+
+
+def test_worker_count_resolution(model: P.ProtectionModel) -> None:
+    assert P.resolve_workers(model, 4, items=3) == 3  # never more processes than utterances
+    assert P.resolve_workers(model, 1, items=10) == 1
+    assert P.resolve_workers(model, 0, items=10) == max(1, min(torch.get_num_threads(), 10))
+    with pytest.raises(ValueError, match="workers=-1"):
+        P.resolve_workers(model, -1, items=10)
+
+
 def test_condition_eers_pool_trials() -> None:
     import pandas as pd
 

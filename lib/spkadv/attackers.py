@@ -39,6 +39,10 @@ class AttackerDataError(ValueError):
     would be measured on speech it trained on)."""
 
 
+ENROL_BLOCK = (
+    256  # enrolment clips held in memory at once by query_enrolments (one worker pool each)
+)
+
 # --- the oracle -----------------------------------------------------------------------------
 
 
@@ -51,38 +55,116 @@ class ProtectionOracle:
     bill). As ``spkadv protect``, a model that takes a per-utterance code gets it optimised per call
     (:func:`spkadv.protect.protection_code`); extra keyword arguments go to
     :func:`spkadv.protect.protect`.
+
+    :meth:`map` answers many queries at once; with ``workers`` > 1 (0: one per torch thread) it
+    spreads them over that many processes of one torch thread each, each loading the model file
+    itself, as a service with several servers would.
     """
 
-    __slots__ = ("_protect", "calls", "audio_seconds")
+    __slots__ = ("_protect", "_model_path", "_protect_kwargs", "_workers", "calls", "audio_seconds")
 
-    def __init__(self, model_path: str | os.PathLike, device: str | None = None, **protect_kwargs):
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        device: str | None = None,
+        workers: int = 1,
+        **protect_kwargs,
+    ):
         from spkadv import protect as P
         from spkadv.train import pick_device
 
         model = P.load_model(model_path, device or pick_device())
-
-        def run(x: np.ndarray, **kwargs) -> np.ndarray:
-            options = {**protect_kwargs, **kwargs}
-            if "code" not in options:  # as the CLI: a per-utterance code where the model takes one
-                options["code"] = P.protection_code(model, x)
-            return P.protect(model, x, **options)
-
-        self._protect = run
+        self._protect = _oracle_function(model, protect_kwargs)
+        self._model_path = str(model_path)
+        self._protect_kwargs = tuple(protect_kwargs.items())  # for the workers (no dict: no stash)
+        self._workers = P.resolve_workers(model, workers, items=1 << 30)
         self.calls = 0
         self.audio_seconds = 0.0
 
     def __call__(self, x: np.ndarray, **kwargs) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         out = self._protect(x, **kwargs)
+        self._count(x)
+        return out
+
+    def map(
+        self, waves: Sequence[np.ndarray], progress: bool = False, desc: str = "oracle queries"
+    ) -> list[np.ndarray]:
+        """``[oracle(x) for x in waves]``, in the waves' order, in worker processes if so built."""
+        from tqdm.auto import tqdm
+
+        waves = [np.asarray(x, dtype=np.float32) for x in waves]
+        bar = tqdm(total=len(waves), desc=desc, disable=not progress)
+        answers: list[np.ndarray | None] = [None] * len(waves)
+        workers = min(self._workers, len(waves))
+        if workers <= 1:
+            for i, x in enumerate(waves):
+                answers[i] = self(x)
+                bar.update()
+        else:
+            import concurrent.futures
+            import multiprocessing
+
+            with concurrent.futures.ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_oracle_worker_start,
+                initargs=(self._model_path, dict(self._protect_kwargs)),
+            ) as pool:
+                futures = {pool.submit(_oracle_worker_call, x): i for i, x in enumerate(waves)}
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        i = futures[future]
+                        answers[i] = future.result()
+                        self._count(waves[i])
+                        bar.update()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        bar.close()
+        return answers  # type: ignore[return-value]
+
+    def _count(self, x: np.ndarray) -> None:
         self.calls += 1
         self.audio_seconds += len(x) / SAMPLE_RATE
-        return out
 
     def __reduce__(self):
         raise TypeError("a ProtectionOracle is a black box and cannot be pickled or copied")
 
     def __repr__(self) -> str:
         return f"ProtectionOracle(calls={self.calls}, audio_seconds={self.audio_seconds:.1f})"
+
+
+def _oracle_function(model, protect_kwargs: dict[str, Any]) -> Callable[..., np.ndarray]:
+    from spkadv import protect as P
+
+    def run(x: np.ndarray, **kwargs) -> np.ndarray:
+        options = {**protect_kwargs, **kwargs}
+        if "code" not in options:  # as the CLI: a per-utterance code where the model takes one
+            options["code"] = P.protection_code(model, x)
+        return P.protect(model, x, **options)
+
+    return run
+
+
+_ORACLE_WORKER: Callable[..., np.ndarray] | None = None
+
+
+def _oracle_worker_start(model_path: str, protect_kwargs: dict[str, Any]) -> None:
+    """Process-pool initialiser of :meth:`ProtectionOracle.map`: one thread, the model loaded."""
+    import torch
+
+    from spkadv import protect as P
+
+    global _ORACLE_WORKER
+    torch.set_num_threads(1)
+    _ORACLE_WORKER = _oracle_function(P.load_model(model_path, "cpu"), protect_kwargs)
+
+
+def _oracle_worker_call(x: np.ndarray) -> np.ndarray:
+    assert _ORACLE_WORKER is not None, "oracle worker started without a model"
+    return _ORACLE_WORKER(x)
 
 
 # --- the attacker's data --------------------------------------------------------------------
@@ -154,16 +236,19 @@ def make_pairs(
 
     if len(waves) != len(utt_ids):
         raise ValueError(f"{len(waves)} waves but {len(utt_ids)} utterance ids")
-    clean, protected = [], []
-    for x in tqdm(waves, desc="oracle queries", disable=not progress):
-        x = np.asarray(x, dtype=np.float32)
-        xp = np.asarray(oracle(x), dtype=np.float32)
+    clean = [np.asarray(x, dtype=np.float32) for x in waves]
+    if issubclass(type(oracle), ProtectionOracle):  # type(): no attribute of oracle read
+        answers = oracle.map(clean, progress=progress)
+    else:
+        answers = [oracle(x) for x in tqdm(clean, desc="oracle queries", disable=not progress)]
+    protected = []
+    for x, answer in zip(clean, answers, strict=True):
+        xp = np.asarray(answer, dtype=np.float32)
         if xp.shape != x.shape or not np.isfinite(xp).all():
             raise ValueError(
                 f"the oracle returned shape {xp.shape} (finite: {np.isfinite(xp).all()}) "
                 f"for an input of shape {x.shape}; it must return a finite wave of the same length"
             )
-        clean.append(x)
         protected.append(xp)
     return PairSet(list(utt_ids), clean, protected)
 
@@ -194,21 +279,38 @@ def query_enrolments(
     out_dir.mkdir(parents=True, exist_ok=True)
     utts = sorted(clean)
     paths: dict[str, Path] = {}
-    deterministic = True
-    for i, utt in enumerate(tqdm(utts, desc="oracle enrolment", disable=not progress)):
-        if check > 0 and i >= check and deterministic:
-            paths.update({u: Path(published[u]) for u in utts[i:]})
-            break
-        answer = np.asarray(oracle(load_audio(clean[utt])), dtype=np.float32)
-        if utt in published:
-            reference = load_audio(published[utt])
-            deterministic &= reference.shape == answer.shape and bool(
-                np.max(np.abs(reference - answer), initial=0.0) <= tolerance
-            )
-        else:
-            deterministic = False
-        save_audio(out_dir / f"{utt}.wav", answer)
-        paths[utt] = out_dir / f"{utt}.wav"
+    state = {"deterministic": True}
+
+    def ask(batch: list[str], desc: str) -> None:
+        for start in range(
+            0, len(batch), ENROL_BLOCK
+        ):  # bounded memory: a block of clips at a time
+            block = batch[start : start + ENROL_BLOCK]
+            waves = [load_audio(clean[u]) for u in block]
+            if issubclass(type(oracle), ProtectionOracle):  # type(): no attribute of oracle read
+                answers = oracle.map(waves, progress=progress, desc=desc)
+            else:
+                answers = [oracle(x) for x in tqdm(waves, desc=desc, disable=not progress)]
+            for utt, answer in zip(block, answers, strict=True):
+                answer = np.asarray(answer, dtype=np.float32)
+                if utt in published:
+                    reference = load_audio(published[utt])
+                    state["deterministic"] &= reference.shape == answer.shape and bool(
+                        np.max(np.abs(reference - answer), initial=0.0) <= tolerance
+                    )
+                else:
+                    state["deterministic"] = False
+                save_audio(out_dir / f"{utt}.wav", answer)
+                paths[utt] = out_dir / f"{utt}.wav"
+
+    first = utts[:check] if check > 0 else utts
+    ask(first, "oracle enrolment")
+    rest = utts[len(first) :]
+    if rest and state["deterministic"]:  # the oracle returns what was published: reuse it
+        paths.update({u: Path(published[u]) for u in rest})
+    elif rest:
+        ask(rest, "oracle enrolment (rest)")
+    deterministic = state["deterministic"]
     queried = sum(1 for p in paths.values() if Path(p).parent == out_dir)
     return paths, {"queried": queried, "deterministic": deterministic}
 

@@ -445,6 +445,7 @@ def write_conditions(
     int16_utterances: int = 0,
     progress: bool = True,
     noise_seed: int = 0,
+    workers: int = 1,
 ):
     """Protect (and restore) every eval utterance; write ``<folder>/<utt_id>.wav`` as float WAV.
 
@@ -457,55 +458,136 @@ def write_conditions(
             and ``gn``: Gaussian noise of the same power as this utterance's δ (same SNR as x').
         int16_utterances: for the first N utterances, also measure restoration from x' stored as
             16-bit PCM (one-shot, refined, and the quantisation floor SNR(x, x + q)).
+        workers: processes sharing the utterances, one torch thread each (1: in this process;
+            0: one per torch thread of this process, or 1 when the model is on a GPU). The code
+            optimisation runs small convolutions that a second thread barely speeds up
+            (``benchmarks/bench_protect_workers.py``), so two processes on two cores get through
+            the eval set faster than one process with two threads.
 
     Returns:
-        DataFrame with one row per utterance and the SNRs (dB) of each condition against x.
+        DataFrame with one row per utterance (``rows``' order) and the SNRs (dB) of each
+        condition against x.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
+    items = [
+        (i, utt, str(path))
+        for i, (utt, path) in enumerate(zip(rows["utt_id"], rows["path"], strict=True))
+    ]
+    options = {
+        "folders": {k: str(v) for k, v in folders.items()},
+        "refine_iterations": refine_iterations,
+        "int16_utterances": int16_utterances,
+        "noise_seed": noise_seed,
+    }
+    workers = resolve_workers(model, workers, len(items))
+    bar = tqdm(total=len(items), desc="eval set", disable=not progress)
+    records: list[dict[str, Any]] = []
+    if workers == 1:
+        for item in items:
+            records.append(_condition_record(model, *item, **options))
+            bar.update()
+    else:
+        import concurrent.futures
+        import copy
+        import multiprocessing
+
+        portable = dataclasses.replace(  # what the workers get: CPU copies, no loaded encoder
+            model,
+            generator=copy.deepcopy(model.generator).cpu(),
+            removal=None if model.removal is None else copy.deepcopy(model.removal).cpu(),
+            _encoder=None,
+        )
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_start,
+            initargs=(portable,),
+        ) as pool:
+            futures = [pool.submit(_worker_record, *item, **options) for item in items]
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    records.append(future.result())
+                    bar.update()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    bar.close()
+    records.sort(key=lambda r: r.pop("_index"))
+    return pd.DataFrame(records)
+
+
+def resolve_workers(model: ProtectionModel, workers: int, items: int) -> int:
+    """The process count :func:`write_conditions` uses for ``workers`` (see there)."""
+    if workers < 0:
+        raise ValueError(f"workers={workers}: expected 0 (automatic), 1 or more processes")
+    if workers == 0:
+        on_cpu = next(model.generator.parameters()).device.type == "cpu"
+        workers = torch.get_num_threads() if on_cpu else 1
+    return max(1, min(workers, items))
+
+
+_WORKER_MODEL: ProtectionModel | None = None
+
+
+def _worker_start(model: ProtectionModel) -> None:
+    """Process-pool initialiser: one torch thread, the model kept for the tasks."""
+    global _WORKER_MODEL
+    torch.set_num_threads(1)
+    _WORKER_MODEL = model
+
+
+def _worker_record(*args, **kwargs) -> dict[str, Any]:
+    assert _WORKER_MODEL is not None, "worker started without a model"
+    return _condition_record(_WORKER_MODEL, *args, **kwargs)
+
+
+def _condition_record(
+    model: ProtectionModel,
+    index: int,
+    utt: str,
+    path: str,
+    folders: dict[str, str],
+    refine_iterations: int,
+    int16_utterances: int,
+    noise_seed: int,
+) -> dict[str, Any]:
+    """One utterance of :func:`write_conditions`: its files written, its SNRs returned."""
     from spkadv.audio import load_audio, save_audio
     from spkadv.metrics import snr_db
 
     adv_key = next(k for k in folders if k.startswith("adv"))
-    records = []
-    for i, (utt, path) in enumerate(
-        tqdm(
-            list(zip(rows["utt_id"], rows["path"], strict=True)),
-            desc="eval set",
-            disable=not progress,
+    x = load_audio(path)
+    out: dict[str, Any] = {"_index": index, "utt_id": utt}
+    code = protection_code(model, x)
+    adv = protect(model, x, code=code)
+    adv_path = Path(folders[adv_key]) / f"{utt}.wav"
+    save_audio(adv_path, adv)
+    if code is not None:
+        write_tag(adv_path, model.fingerprint, code)
+    out["snr_adv_db"] = snr_db(x, adv)
+    if "gn" in folders:
+        gn = matched_noise(x, adv - x, noise_seed, utt)
+        save_audio(Path(folders["gn"]) / f"{utt}.wav", gn)
+        out["snr_gn_db"] = snr_db(x, gn)
+    if "rst" in folders:
+        rst = restore(model, adv, code=code)
+        save_audio(Path(folders["rst"]) / f"{utt}.wav", rst)
+        out["snr_rst_db"] = snr_db(x, rst)
+    if "rst_refined" in folders:
+        ref = restore_refined(model, adv, refine_iterations, code=code)
+        save_audio(Path(folders["rst_refined"]) / f"{utt}.wav", ref)
+        out["snr_rst_refined_db"] = snr_db(x, ref)
+    if index < int16_utterances and model.removal is not None:
+        adv16 = quantize_pcm16(adv)
+        out["snr_int16_floor_db"] = snr_db(x, x + (adv16 - adv))
+        out["snr_rst_int16_db"] = snr_db(x, restore(model, adv16, code=code))
+        out["snr_rst_refined_int16_db"] = snr_db(
+            x, restore_refined(model, adv16, refine_iterations, code=code)
         )
-    ):
-        x = load_audio(path)
-        out = {"utt_id": utt}
-        code = protection_code(model, x)
-        adv = protect(model, x, code=code)
-        adv_path = Path(folders[adv_key]) / f"{utt}.wav"
-        save_audio(adv_path, adv)
-        if code is not None:
-            write_tag(adv_path, model.fingerprint, code)
-        out["snr_adv_db"] = snr_db(x, adv)
-        if "gn" in folders:
-            gn = matched_noise(x, adv - x, noise_seed, utt)
-            save_audio(Path(folders["gn"]) / f"{utt}.wav", gn)
-            out["snr_gn_db"] = snr_db(x, gn)
-        if "rst" in folders:
-            rst = restore(model, adv, code=code)
-            save_audio(Path(folders["rst"]) / f"{utt}.wav", rst)
-            out["snr_rst_db"] = snr_db(x, rst)
-        if "rst_refined" in folders:
-            ref = restore_refined(model, adv, refine_iterations, code=code)
-            save_audio(Path(folders["rst_refined"]) / f"{utt}.wav", ref)
-            out["snr_rst_refined_db"] = snr_db(x, ref)
-        if i < int16_utterances and model.removal is not None:
-            adv16 = quantize_pcm16(adv)
-            out["snr_int16_floor_db"] = snr_db(x, x + (adv16 - adv))
-            out["snr_rst_int16_db"] = snr_db(x, restore(model, adv16, code=code))
-            out["snr_rst_refined_int16_db"] = snr_db(
-                x, restore_refined(model, adv16, refine_iterations, code=code)
-            )
-        records.append(out)
-    return pd.DataFrame(records)
+    return out
 
 
 def matched_noise(x: np.ndarray, delta: np.ndarray, seed: int, utt_id: str) -> np.ndarray:
