@@ -144,3 +144,29 @@ def test_existing_paths_lists_only_written_audio(tmp_runs):
     save_audio(config.condition_dir("smoke", "adv") / "u2.wav", np.zeros(100, np.float32))
     assert list(evaluation.existing_paths("smoke", rows, "adv")) == ["u2"]
     assert list(evaluation.existing_paths("smoke", rows, "rec")) == ["u1", "u2"]
+
+
+def test_embed_conditions_uses_the_cache_folder_it_is_given(tmp_path, monkeypatch):
+    import torch
+    from spkadv import encoders
+
+    class Energy(encoders.SpeakerEncoder):  # a stand-in encoder: log energy and length
+        name, dim, fingerprint = "energy", 2, "0" * 64
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(1))
+
+        def embed(self, waves):
+            return torch.stack(
+                [waves.pow(2).mean(1).log(), torch.full_like(waves[:, 0], waves.shape[1])], 1
+            )
+
+    rng = np.random.default_rng(0)
+    paths = {c: {f"u{i}": save_audio(tmp_path / f"{c}{i}.wav", rng.standard_normal(800 + i).astype(np.float32) * 0.1)
+                 for i in range(3)} for c in ("rec", "adv")}  # fmt: skip
+    monkeypatch.setattr(config, "cache_dir", lambda profile=None: tmp_path / "wrong")
+    out = evaluation.embed_conditions(Energy(), paths, progress=False, cache_dir=tmp_path / "given")
+    assert sorted(out) == ["adv", "rec"] and out["rec"]["u2"][1] == 802
+    assert len(list((tmp_path / "given" / "embeddings").glob("energy-*/*.npy"))) == 6
+    assert not (tmp_path / "wrong").exists()

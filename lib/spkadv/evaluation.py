@@ -430,7 +430,11 @@ def embed_conditions(
     for cond, by_utt in paths.items():
         utts = sorted(by_utt)
         emb = embed_files(
-            encoder, [by_utt[u] for u in utts], batch_size=batch_size, progress=progress
+            encoder,
+            [by_utt[u] for u in utts],
+            cache_dir=cache_dir,
+            batch_size=batch_size,
+            progress=progress,
         )
         out[cond] = dict(zip(utts, emb, strict=True))
     return out
