@@ -275,3 +275,57 @@ def test_removal_steps_need_joint_training() -> None:
         dataclasses.replace(TINY, joint=False, removal_steps=3)
     with pytest.raises(ValueError, match="removal_steps"):
         dataclasses.replace(TINY, removal_steps=-1)
+
+
+def test_removal_phase_learning_rate_schedule_and_fresh_optimizer(tmp_path: Path) -> None:
+    config = dataclasses.replace(
+        TINY,
+        steps=2,
+        removal_steps=6,
+        removal_fresh_optimizer=True,
+        removal_lr_schedule="cosine",
+        lr=3.0e-3,
+        checkpoint_every=100,
+    )
+    full = train(config, _waves(), RandomConvEncoder(), tmp_path / "full", progress=False)
+    lrs = [h["lr"] for h in full.history if h.get("phase_removal")]
+    assert lrs[0] == pytest.approx(config.lr) and all(
+        b < a for a, b in zip(lrs, lrs[1:], strict=False)
+    )
+    assert lrs[-1] < 0.1 * config.lr
+    constant = train(
+        dataclasses.replace(config, removal_lr_schedule="constant"),
+        _waves(),
+        RandomConvEncoder(),
+        tmp_path / "constant",
+        progress=False,
+    )
+    assert {h["lr"] for h in constant.history if h.get("phase_removal")} == {config.lr}
+    # interrupted inside the removal phase (after the fresh start) and resumed: the same F_R
+    part_dir = tmp_path / "part"
+    train(config, _waves(), RandomConvEncoder(), part_dir, progress=False, stop_after=4)
+    resumed = train(config, _waves(), RandomConvEncoder(), part_dir, progress=False)
+    assert resumed.resumed_from == 4
+    for a, b in zip(
+        full.removal.state_dict().values(), resumed.removal.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6)
+    # the fresh optimiser changes the result (the joint phase's moments are dropped)
+    kept = train(
+        dataclasses.replace(config, removal_fresh_optimizer=False),
+        _waves(),
+        RandomConvEncoder(),
+        tmp_path / "kept",
+        progress=False,
+    )
+    assert any(
+        not torch.allclose(a, b)
+        for a, b in zip(
+            full.removal.state_dict().values(), kept.removal.state_dict().values(), strict=True
+        )
+    )
+
+
+def test_unknown_removal_schedule_is_refused() -> None:
+    with pytest.raises(ValueError, match="removal_lr_schedule='step'"):
+        dataclasses.replace(TINY, removal_lr_schedule="step")

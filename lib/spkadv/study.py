@@ -195,6 +195,7 @@ def score_model(
 # Fields added to the configuration after runs were cached: left out of the digest at their default
 # (the behaviour before they existed), so those runs keep their names and are reused.
 _LATER_MODEL_FIELDS = {"mask_init": 0.0}
+_LATER_TRAIN_FIELDS = {"removal_fresh_optimizer": False, "removal_lr_schedule": "constant"}
 
 
 def config_digest(cfg: train.TrainConfig) -> str:
@@ -203,6 +204,9 @@ def config_digest(cfg: train.TrainConfig) -> str:
     for name, default in _LATER_MODEL_FIELDS.items():
         if data["model"].get(name) == default:
             del data["model"][name]
+    for name, default in _LATER_TRAIN_FIELDS.items():
+        if data.get(name) == default:
+            del data[name]
     return _digest(data)
 
 

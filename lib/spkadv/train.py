@@ -34,6 +34,7 @@ from spkadv.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGene
 
 CHECKPOINT_NAME = "last.pt"
 ATTACK_TARGETS = ("utterance", "centroid")
+REMOVAL_LR_SCHEDULES = ("constant", "cosine")
 
 
 class CheckpointError(RuntimeError):
@@ -62,6 +63,10 @@ class TrainConfig:
     seed: int = 0
     removal_steps: int = 0  # joint only: extra steps after `steps`, F_P frozen, F_R alone on L_rpt
     removal_init_from_generator: bool = False  # start that phase from F_P's weights, n negated
+    removal_fresh_optimizer: bool = (
+        False  # that phase starts Adam afresh (joint-phase moments dropped)
+    )
+    removal_lr_schedule: str = "constant"  # that phase's lr: constant | cosine (decays to 0)
     attack_target: str = (
         "utterance"  # eq. 2 against the clean utterance (paper) | its speaker centroid
     )
@@ -73,6 +78,11 @@ class TrainConfig:
             raise ValueError(f"removal_steps={self.removal_steps} must be >= 0")
         if self.removal_steps and not self.joint:
             raise ValueError("removal_steps > 0 needs joint=True (there is no F_R to fine-tune)")
+        if self.removal_lr_schedule not in REMOVAL_LR_SCHEDULES:
+            raise ValueError(
+                f"removal_lr_schedule={self.removal_lr_schedule!r}; "
+                f"choose one of {REMOVAL_LR_SCHEDULES}"
+            )
         if self.attack_target not in ATTACK_TARGETS:
             raise ValueError(
                 f"attack_target={self.attack_target!r}; choose one of {ATTACK_TARGETS}"
@@ -151,6 +161,8 @@ def config_from_params(
         removal_init_from_generator=params.get("REMOVAL_INIT_FROM_GENERATOR", False)
         if joint
         else False,
+        removal_fresh_optimizer=params.get("REMOVAL_FRESH_OPTIMIZER", False) if joint else False,
+        removal_lr_schedule=params.get("REMOVAL_LR_SCHEDULE", "constant") if joint else "constant",
         attack_target=params.get("ATTACK_TARGET", "utterance"),
         code_sigma=params.get("CODE_SIGMA", 0.0),
         cpu_bf16=params.get("CPU_BF16", False),
@@ -373,7 +385,13 @@ def train(
             if step == config.steps:
                 if config.removal_init_from_generator:
                     init_removal_from_generator(removal, generator)
+                if config.removal_fresh_optimizer:  # F_R's joint-phase moments do not carry over
+                    optimizer.state.clear()
+            lr = removal_lr(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             record = _removal_step(config, generator, rem_m, x, optimizer, params, encoder, code)
+            record["lr"] = lr
             step += 1
             record["step"] = step
             history.append(record)
@@ -435,6 +453,14 @@ def train(
     if removal is not None:
         removal.eval()
     return TrainResult(_unwrap(generator), removal, history, step, elapsed / 60, resumed_from)
+
+
+def removal_lr(config: TrainConfig, step: int) -> float:
+    """Learning rate of removal-phase step ``step`` (counted from the first joint step)."""
+    if config.removal_lr_schedule == "cosine" and config.removal_steps:
+        k = step - config.steps
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * k / config.removal_steps))
+    return config.lr
 
 
 def init_removal_from_generator(removal: RemovalModule, generator: SSEDGenerator) -> None:
