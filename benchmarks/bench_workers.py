@@ -1,5 +1,5 @@
-"""Eval-set protection in worker processes: ``spkadv.protect.write_conditions`` with one process
-(torch's threads, as the kernel has them) against ``workers`` processes of one thread each.
+"""Eval-set protection in worker processes: ``spkadv.protect.write_conditions`` in one process with
+a torch thread per core against one worker process per core with one thread each.
 
 What notebook 20 does for every eval utterance: the per-utterance code optimisation, protection,
 the matched noise, one-shot restoration and refinement. The code optimisation runs small
@@ -36,15 +36,17 @@ def run(quick: bool = False) -> dict[str, Any]:
         model.meta.update(code_steps=5, encoder="campplus")  # the untrained stand-in: the same work
     paths, audio = common.speech_files(QUICK_UTTERANCES if quick else UTTERANCES)
     rows = pd.DataFrame({"utt_id": [p.stem for p in paths], "path": [str(p) for p in paths]})
-    workers = max(2, torch.get_num_threads())
+    workers = max(2, min(common_cores(), 4))
+    previous = torch.get_num_threads()
     out: dict[str, Any] = {
         "model": source,
         "audio": audio,
         "utterances": len(rows),
-        "threads_1_process": torch.get_num_threads(),
+        "threads_1_process": workers,  # the same cores: one process with a thread per core
         "workers": workers,
     }
     for name, count in (("1_process", 1), ("workers", workers)):
+        torch.set_num_threads(workers if count == 1 else previous)
         with tempfile.TemporaryDirectory() as tmp:
             folders = {c: Path(tmp) / c for c in ("adv", "gn", "rst", "rst_refined")}
             for folder in folders.values():
@@ -57,8 +59,18 @@ def run(quick: bool = False) -> dict[str, Any]:
             out[f"snr_adv_db_{name}"] = round(protect.mean_db(table["snr_adv_db"]), 3)
             out[f"snr_rst_db_{name}"] = round(protect.mean_db(table["snr_rst_db"]), 3)
             out[f"order_kept_{name}"] = list(table["utt_id"]) == list(rows["utt_id"])
+    torch.set_num_threads(previous)
     out["workers_speedup"] = round(out["seconds_1_process"] / out["seconds_workers"], 2)
     return out
+
+
+def common_cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 if __name__ == "__main__":
