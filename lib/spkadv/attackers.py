@@ -39,9 +39,8 @@ class AttackerDataError(ValueError):
     would be measured on speech it trained on)."""
 
 
-ENROL_BLOCK = (
-    256  # enrolment clips held in memory at once by query_enrolments (one worker pool each)
-)
+# Enrolment clips held in memory at once by query_enrolments (one worker pool each).
+ENROL_BLOCK = 256
 
 # --- the oracle -----------------------------------------------------------------------------
 
@@ -282,9 +281,8 @@ def query_enrolments(
     state = {"deterministic": True}
 
     def ask(batch: list[str], desc: str) -> None:
-        for start in range(
-            0, len(batch), ENROL_BLOCK
-        ):  # bounded memory: a block of clips at a time
+        # bounded memory: a block of clips at a time
+        for start in range(0, len(batch), ENROL_BLOCK):
             block = batch[start : start + ENROL_BLOCK]
             waves = [load_audio(clean[u]) for u in block]
             if issubclass(type(oracle), ProtectionOracle):  # type(): no attribute of oracle read

@@ -460,9 +460,9 @@ def write_conditions(
             16-bit PCM (one-shot, refined, and the quantisation floor SNR(x, x + q)).
         workers: processes sharing the utterances, one torch thread each (1: in this process;
             0: one per torch thread of this process, or 1 when the model is on a GPU). The code
-            optimisation runs small convolutions that a second thread barely speeds up
-            (``benchmarks/bench_protect_workers.py``), so two processes on two cores get through
-            the eval set faster than one process with two threads.
+            optimisation runs small convolutions that a second thread barely speeds up, so two
+            one-thread processes on two cores get through the eval set faster than one process
+            with two threads (1.34x on 40 default utterances, ``benchmarks/bench_workers.py``).
 
     Returns:
         DataFrame with one row per utterance (``rows``' order) and the SNRs (dB) of each
