@@ -36,7 +36,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         model.meta.update(code_steps=5, encoder="campplus")  # the untrained stand-in: the same work
     paths, audio = common.speech_files(QUICK_UTTERANCES if quick else UTTERANCES)
     rows = pd.DataFrame({"utt_id": [p.stem for p in paths], "path": [str(p) for p in paths]})
-    workers = max(2, min(common_cores(), 4))
+    from spkadv.threads import usable_cores
+
+    workers = max(2, min(usable_cores(), 4))
     previous = torch.get_num_threads()
     out: dict[str, Any] = {
         "model": source,
@@ -62,15 +64,6 @@ def run(quick: bool = False) -> dict[str, Any]:
     torch.set_num_threads(previous)
     out["workers_speedup"] = round(out["seconds_1_process"] / out["seconds_workers"], 2)
     return out
-
-
-def common_cores() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 if __name__ == "__main__":

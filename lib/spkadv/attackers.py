@@ -101,26 +101,16 @@ class ProtectionOracle:
                 answers[i] = self(x)
                 bar.update()
         else:
-            import concurrent.futures
-            import multiprocessing
+            from spkadv.threads import process_map
 
-            with concurrent.futures.ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_oracle_worker_start,
-                initargs=(self._model_path, dict(self._protect_kwargs)),
-            ) as pool:
-                futures = {pool.submit(_oracle_worker_call, x): i for i, x in enumerate(waves)}
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        i = futures[future]
-                        answers[i] = future.result()
-                        self._count(waves[i])
-                        bar.update()
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
+            calls = [((x,), {}) for x in waves]
+            initargs = (self._model_path, dict(self._protect_kwargs))
+            for i, answer in process_map(
+                _oracle_worker_call, calls, workers, _oracle_worker_start, initargs
+            ):
+                answers[i] = answer
+                self._count(waves[i])
+                bar.update()
         bar.close()
         return answers  # type: ignore[return-value]
 
@@ -151,14 +141,21 @@ _ORACLE_WORKER: Callable[..., np.ndarray] | None = None
 
 
 def _oracle_worker_start(model_path: str, protect_kwargs: dict[str, Any]) -> None:
-    """Process-pool initialiser of :meth:`ProtectionOracle.map`: one thread, the model loaded."""
-    import torch
-
+    """Worker initialiser of :meth:`ProtectionOracle.map`: the model loaded from its file."""
     from spkadv import protect as P
 
     global _ORACLE_WORKER
-    torch.set_num_threads(1)
     _ORACLE_WORKER = _oracle_function(P.load_model(model_path, "cpu"), protect_kwargs)
+
+
+def _ask(oracle, waves: list[np.ndarray], progress: bool, desc: str) -> list[np.ndarray]:
+    """The oracle's answers to ``waves``: :meth:`ProtectionOracle.map` when it has one, else one
+    ``oracle(x)`` call each (any callable)."""
+    from tqdm.auto import tqdm
+
+    if issubclass(type(oracle), ProtectionOracle):  # type(): no attribute of oracle read
+        return oracle.map(waves, progress=progress, desc=desc)
+    return [oracle(x) for x in tqdm(waves, desc=desc, disable=not progress)]
 
 
 def _oracle_worker_call(x: np.ndarray) -> np.ndarray:
@@ -231,15 +228,11 @@ def make_pairs(
     progress: bool = True,
 ) -> PairSet:
     """Feed the attacker's own speech to the oracle: only ``oracle(x)`` is ever used."""
-    from tqdm.auto import tqdm
 
     if len(waves) != len(utt_ids):
         raise ValueError(f"{len(waves)} waves but {len(utt_ids)} utterance ids")
     clean = [np.asarray(x, dtype=np.float32) for x in waves]
-    if issubclass(type(oracle), ProtectionOracle):  # type(): no attribute of oracle read
-        answers = oracle.map(clean, progress=progress)
-    else:
-        answers = [oracle(x) for x in tqdm(clean, desc="oracle queries", disable=not progress)]
+    answers = _ask(oracle, clean, progress, "oracle queries")
     protected = []
     for x, answer in zip(clean, answers, strict=True):
         xp = np.asarray(answer, dtype=np.float32)
@@ -270,7 +263,6 @@ def query_enrolments(
 
     Returns ``utt -> path`` and ``{"queried": n, "deterministic": bool}``.
     """
-    from tqdm.auto import tqdm
 
     from spkadv.audio import load_audio, save_audio
 
@@ -285,10 +277,7 @@ def query_enrolments(
         for start in range(0, len(batch), ENROL_BLOCK):
             block = batch[start : start + ENROL_BLOCK]
             waves = [load_audio(clean[u]) for u in block]
-            if issubclass(type(oracle), ProtectionOracle):  # type(): no attribute of oracle read
-                answers = oracle.map(waves, progress=progress, desc=desc)
-            else:
-                answers = [oracle(x) for x in tqdm(waves, desc=desc, disable=not progress)]
+            answers = _ask(oracle, waves, progress, desc)
             for utt, answer in zip(block, answers, strict=True):
                 answer = np.asarray(answer, dtype=np.float32)
                 if utt in published:

@@ -53,9 +53,8 @@ class SSEDConfig:
     code_segment_seconds: float = (
         0.0  # > 0: one code per segment of this length (0: one per utterance)
     )
-    mask_init: float = (
-        0.0  # in (0, 1): the mask head starts at this value everywhere (0: default init)
-    )
+    # in (0, 1): the mask head starts at this value everywhere (0: default init)
+    mask_init: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mask_norm not in MASK_NORMALISERS:
@@ -226,9 +225,8 @@ class NoiseMaskGenerator(nn.Module):
         decoder's output conv. With the default init the head's pre-activations are large and their
         sign follows the seed: some seeds start with the sigmoid saturated near 0 (δ ≈ 0), where
         neither loss has a gradient to leave it (the collapse seen on real speech)."""
-        head = self.mask_decoder.net[
-            -1
-        ]  # a plain conv: SSEDConfig refuses mask_init with spectral_norm
+        # a plain conv: SSEDConfig refuses mask_init with spectral_norm
+        head = self.mask_decoder.net[-1]
         if self.config.mask_norm == "sigmoid":
             raw = math.log(value / (1 - value))
         else:  # tanh01

@@ -489,9 +489,9 @@ def write_conditions(
             records.append(_condition_record(model, *item, **options))
             bar.update()
     else:
-        import concurrent.futures
         import copy
-        import multiprocessing
+
+        from spkadv.threads import process_map
 
         portable = dataclasses.replace(  # what the workers get: CPU copies, no loaded encoder
             model,
@@ -499,21 +499,10 @@ def write_conditions(
             removal=None if model.removal is None else copy.deepcopy(model.removal).cpu(),
             _encoder=None,
         )
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_start,
-            initargs=(portable,),
-        ) as pool:
-            futures = [pool.submit(_worker_record, *item, **options) for item in items]
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    records.append(future.result())
-                    bar.update()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        calls = [(item, options) for item in items]
+        for _, record in process_map(_worker_record, calls, workers, _worker_start, (portable,)):
+            records.append(record)
+            bar.update()
     bar.close()
     records.sort(key=lambda r: r.pop("_index"))
     return pd.DataFrame(records)
@@ -533,9 +522,8 @@ _WORKER_MODEL: ProtectionModel | None = None
 
 
 def _worker_start(model: ProtectionModel) -> None:
-    """Process-pool initialiser: one torch thread, the model kept for the tasks."""
+    """Worker initialiser of :func:`write_conditions`: the model kept for the tasks."""
     global _WORKER_MODEL
-    torch.set_num_threads(1)
     _WORKER_MODEL = model
 
 

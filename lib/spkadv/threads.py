@@ -25,7 +25,8 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from typing import Any
 
 ENV_THREADS = "SPKADV_THREADS"
 WAIT_POLICY = "PASSIVE"
@@ -164,3 +165,43 @@ def kernel_environment(log: Callable[[str], None] | None = None) -> Iterator[Thr
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def process_map(
+    fn: Callable[..., Any],
+    calls: Sequence[tuple[tuple, dict]],
+    workers: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> Iterator[tuple[int, Any]]:
+    """``(i, fn(*args, **kwargs))`` for each ``calls[i] = (args, kwargs)``, as they complete.
+
+    Runs in ``workers`` spawned processes of one torch thread each (``initializer(*initargs)``
+    once per process after the thread count is set); ``fn`` and ``initializer`` must be
+    module-level functions. On an error or an interrupt the calls not started are cancelled.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_process_start,
+        initargs=(initializer, initargs),
+    ) as pool:
+        futures = {pool.submit(fn, *args, **kwargs): i for i, (args, kwargs) in enumerate(calls)}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _process_start(initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    if initializer is not None:
+        initializer(*initargs)
