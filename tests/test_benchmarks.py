@@ -230,6 +230,28 @@ def test_long_test_file_is_written_in_blocks_to_the_exact_length(tmp_path):
     assert info.frames == 40_000 and info.samplerate == 16_000 and info.subtype == "PCM_16"
 
 
+def test_stream_row_of_repeats_is_the_median_run_with_every_peak_kept():
+    from benchmarks import bench_stream
+
+    def run(protect_mb, restore_mb, seconds):
+        return {
+            "commands": ["protect", "restore"],
+            "peak_mem_protect_mb": protect_mb,
+            "peak_mem_restore_mb": restore_mb,
+            "peak_mem_mb": max(protect_mb, restore_mb),
+            "protect_s": seconds,
+        }
+
+    row = bench_stream.median_row([run(80, 60, 1.0), run(66, 70, 2.0), run(75, 90, 3.0)])
+    assert row["peak_mem_mb"] == 80 and row["protect_s"] == 1.0  # the run with the median peak
+    assert row["peak_mem_mb_runs"] == [80, 70, 90]
+    assert row["peak_mem_protect_mb_runs"] == [80, 66, 75]
+    assert row["peak_mem_restore_mb_runs"] == [60, 70, 90]
+    assert row["repeats"] == 3
+    single = run(50, 40, 1.0)
+    assert bench_stream.median_row([single]) is single
+
+
 def test_rerun_mirror_links_files_and_atomic_writes_leave_the_source_alone(tmp_path):
     from spkadv.fileio import write_json
 
