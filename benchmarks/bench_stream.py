@@ -11,9 +11,9 @@ length's row is saved in ``runs/bench/stream_rows/`` as soon as it is measured a
 later run of the same code and model, so an interrupted run loses only the length in progress;
 ``SPKADV_BENCH_STREAM_TIMEOUT_S`` bounds each length's run (default 4 hours).
 
-The peak above the baseline moves by about 10 MiB between fresh processes on the same file (glibc
-keeps a varying amount of freed heap between blocks; two runs gave 60 s / 10 min peaks of 66 / 83 and
-78 / 75 MiB). Lengths below an hour therefore run ``REPEATS`` times, each in a fresh process, and the
+The peak above the baseline moves by up to about 25 MiB between fresh processes on the same file
+(glibc keeps a varying amount of freed heap between blocks; three repeats gave 57, 59 and 84 MiB for
+60 s and 58, 74 and 73 MiB for 10 min). Lengths below an hour therefore run ``REPEATS`` times, each in a fresh process, and the
 row's peak is the median, with every repeat's peak kept beside it.
 
 A model with per-utterance codes (the trained default model) first optimises the file's code, in
