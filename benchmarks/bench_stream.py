@@ -209,6 +209,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             )
     by_len = {r["seconds"]: r for r in rows}
     short, long = by_len[lengths[0]], by_len[lengths[1]]
+    short_runs = short.get("peak_mem_mb_runs", [short["peak_mem_mb"]])
+    long_runs = long.get("peak_mem_mb_runs", [long["peak_mem_mb"]])
     out: dict[str, Any] = {
         "model": description,
         "rows": rows,
@@ -217,10 +219,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "peak_mem_ratio_target": MEM_TARGET_RATIO,
         # the ratio over all pairs of repeats (smallest, largest)
         "peak_mem_ratio_range": [
-            min(long.get("peak_mem_mb_runs", [long["peak_mem_mb"]]))
-            / max(short.get("peak_mem_mb_runs", [short["peak_mem_mb"]])),
-            max(long.get("peak_mem_mb_runs", [long["peak_mem_mb"]]))
-            / min(short.get("peak_mem_mb_runs", [short["peak_mem_mb"]])),
+            min(long_runs) / max(short_runs),
+            max(long_runs) / min(short_runs),
         ],
         "peak_mem_definition": "peak resident memory during the command above the resident "
         "memory just before it (the model and libraries loaded), MiB",

@@ -47,21 +47,23 @@ def run(quick: bool = False) -> dict[str, Any]:
         "threads_1_process": workers,  # the same cores: one process with a thread per core
         "workers": workers,
     }
-    for name, count in (("1_process", 1), ("workers", workers)):
-        torch.set_num_threads(workers if count == 1 else previous)
-        with tempfile.TemporaryDirectory() as tmp:
-            folders = {c: Path(tmp) / c for c in ("adv", "gn", "rst", "rst_refined")}
-            for folder in folders.values():
-                folder.mkdir()
-            t0 = time.perf_counter()
-            table = protect.write_conditions(
-                model, rows, folders, 3, 0, progress=False, workers=count
-            )
-            out[f"seconds_{name}"] = round(time.perf_counter() - t0, 2)
-            out[f"snr_adv_db_{name}"] = round(protect.mean_db(table["snr_adv_db"]), 3)
-            out[f"snr_rst_db_{name}"] = round(protect.mean_db(table["snr_rst_db"]), 3)
-            out[f"order_kept_{name}"] = list(table["utt_id"]) == list(rows["utt_id"])
-    torch.set_num_threads(previous)
+    try:
+        for name, count in (("1_process", 1), ("workers", workers)):
+            torch.set_num_threads(workers if count == 1 else previous)
+            with tempfile.TemporaryDirectory() as tmp:
+                folders = {c: Path(tmp) / c for c in ("adv", "gn", "rst", "rst_refined")}
+                for folder in folders.values():
+                    folder.mkdir()
+                t0 = time.perf_counter()
+                table = protect.write_conditions(
+                    model, rows, folders, 3, 0, progress=False, workers=count
+                )
+                out[f"seconds_{name}"] = round(time.perf_counter() - t0, 2)
+                out[f"snr_adv_db_{name}"] = round(protect.mean_db(table["snr_adv_db"]), 3)
+                out[f"snr_rst_db_{name}"] = round(protect.mean_db(table["snr_rst_db"]), 3)
+                out[f"order_kept_{name}"] = list(table["utt_id"]) == list(rows["utt_id"])
+    finally:  # the caller's thread count, even when a run fails
+        torch.set_num_threads(previous)
     out["workers_speedup"] = round(out["seconds_1_process"] / out["seconds_workers"], 2)
     return out
 
