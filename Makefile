@@ -36,7 +36,7 @@ reproduce: setup  ## the whole paper on PROFILE (default: the embedded offline d
 	$(PY) -m spkadv.pipeline --profile $(PROFILE)
 
 STUDY ?= 90_attack_study
-study: setup  ## a study notebook (STUDY=90_attack_study | 91_joint_robustness) on PROFILE, after its 00_data_prep
+study: setup  ## a study notebook (STUDY=90_attack_study | 91_joint_robustness | 92_transfer | 93_blackbox) on PROFILE, after its 00_data_prep
 	$(PY) -m spkadv.pipeline --profile $(PROFILE) --only 00_data_prep
 	$(PY) -m spkadv.pipeline --profile $(PROFILE) --only $(STUDY)
 

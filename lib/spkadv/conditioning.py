@@ -81,11 +81,15 @@ def _optimise(
     embedding: torch.Tensor | None,
     offset: int = 0,
     bf16: bool = False,
+    shift: int = 0,
 ) -> tuple[torch.Tensor, list[float]]:
     """Adam on ``code`` (a leaf, [W, D] or [1, S, D]) against cos(z(w), z(w + δ(w; code))).
 
     The generator's encoder does not see the code: it runs once, and each step only decodes.
     ``bf16``: forward passes under CPU bfloat16 autocast (the code and Adam stay float32).
+    ``shift`` > 0: at each step the encoder sees w + δ from a random sample offset in
+    [0, shift] (expectation over the encoder's frame alignment; the offsets are seeded, so the
+    code is reproducible).
     """
     emb = None if embedding is None else embedding.to(windows.device).expand(len(windows), -1)
     autocast = torch.autocast(
@@ -96,13 +100,16 @@ def _optimise(
         encoded = generator.encode(windows)
     code.requires_grad_(True)
     optimiser = torch.optim.Adam([code], lr=lr)
+    offsets = torch.Generator().manual_seed(0)
     best, best_loss, history = code.detach().clone(), float("inf"), []
     for step in range(steps + 1):
         batch_code = code.expand(len(windows), *code.shape[1:])
         with autocast:
             n, m = generator.decode(encoded, embedding=emb, code=batch_code, code_offset=offset)
             delta = eps * n.float() * m.float()
-            cos = F.cosine_similarity(z, encoder.embed(windows + delta).float(), dim=-1).mean()
+            start = int(torch.randint(0, shift + 1, (1,), generator=offsets)) if shift > 0 else 0
+            adv = (windows + delta)[:, start:]
+            cos = F.cosine_similarity(z, encoder.embed(adv).float(), dim=-1).mean()
         loss = cos
         if snr_target_db is not None:
             snr = 10 * torch.log10(windows.pow(2).sum() / delta.pow(2).sum().clamp_min(1e-20))
@@ -137,6 +144,7 @@ def optimise_code(
     bf16: bool = False,
     total: int | None = None,
     progress: bool = False,
+    shift: int = 0,
 ) -> tuple[np.ndarray, list[float]]:
     """Optimise the generator's code for one utterance: minimise cos(z(x), z(x + δ(x; c))).
 
@@ -148,6 +156,9 @@ def optimise_code(
     (each piece against its own embedding). ``bf16``: forward passes under CPU bfloat16 autocast.
     ``x`` is a waveform or a reader ``(start, stop) -> samples`` of a signal of ``total`` samples:
     only the windows or the piece at hand are then in memory, and the code is the same.
+    ``shift`` > 0: each step embeds the protected signal from a random offset of up to ``shift``
+    samples (seeded; beyond the paper: meant to keep the code from fitting the white-box
+    encoder's frame alignment, which another encoder does not share).
     Returns the code and the cosine after each step (mean over pieces).
     """
     from tqdm.auto import tqdm
@@ -163,7 +174,7 @@ def optimise_code(
         best, history = _optimise(
             generator, encoder, torch.from_numpy(windows).to(device),
             torch.zeros(1, dim, device=device), eps, steps, lr, radius, snr_target_db, embedding,
-            bf16=bf16,
+            bf16=bf16, shift=shift,
         )  # fmt: skip
         return best[0].cpu().numpy().astype(np.float32), history
     seg = cfg.code_segment_samples
@@ -179,7 +190,7 @@ def optimise_code(
         wave = torch.from_numpy(piece).to(device).unsqueeze(0)
         best, hist = _optimise(
             generator, encoder, wave, codes[:, first:last].clone(), eps, steps, lr, radius,
-            snr_target_db, embedding, offset=0, bf16=bf16,
+            snr_target_db, embedding, offset=0, bf16=bf16, shift=shift,
         )  # fmt: skip
         codes[:, first:last] = best
         histories.append(hist)

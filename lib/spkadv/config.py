@@ -27,7 +27,12 @@ NOTEBOOK_STAGES = (
     "50_table2_quality",
     "60_attackers",
 )
-STUDY_STAGES = ("90_attack_study", "91_joint_robustness", "92_transfer")  # run only when named
+STUDY_STAGES = (
+    "90_attack_study",
+    "91_joint_robustness",
+    "92_transfer",
+    "93_blackbox",
+)  # run only when named
 
 
 def project_root() -> Path:

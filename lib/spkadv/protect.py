@@ -414,6 +414,7 @@ def protection_code(
         bf16=bool(model.meta.get("code_bf16", False)),
         total=total,
         progress=progress,
+        shift=int(model.meta.get("code_shift", 0)),
     )
     return code
 

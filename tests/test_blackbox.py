@@ -1,0 +1,79 @@
+"""The black-box study's helpers: per-band SNR, feature changes, cached protected sets."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from spkadv import blackbox, protect
+from spkadv.audio import save_audio
+from spkadv.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+
+
+def _speech(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    tone = 0.2 * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) * np.sin(2 * np.pi * 180 * t)
+    return (tone + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def test_band_snr_of_a_scaled_copy_is_the_same_in_every_band() -> None:
+    x = _speech(1.0)
+    snr = blackbox.band_snr(x, x * 1.1)  # δ = 0.1 x: 20 dB wherever x has power
+    assert snr.shape == (blackbox.MEL_BANDS,)
+    np.testing.assert_allclose(snr, 20.0, atol=0.01)
+
+
+def test_feature_change_is_zero_for_the_same_signal_and_grows_with_noise() -> None:
+    x = _speech(1.0)
+    assert blackbox.feature_change(x, x) == {"logmel": 0.0, "linmel": 0.0}
+    rng = np.random.default_rng(1)
+    small = blackbox.feature_change(x, x + 0.001 * rng.standard_normal(len(x)).astype(np.float32))
+    large = blackbox.feature_change(x, x + 0.01 * rng.standard_normal(len(x)).astype(np.float32))
+    assert 0 < small["logmel"] < large["logmel"] and 0 < small["linmel"] < large["linmel"]
+
+
+def _model() -> protect.ProtectionModel:
+    cfg = SSEDConfig(width=4, stages=2, res_blocks=1, code_film=True)
+    torch.manual_seed(0)
+    gen, rem = SSEDGenerator(cfg).eval(), RemovalModule(cfg).eval()
+    model = protect.ProtectionModel(gen, rem, 0.1, "test", cfg, {}, RandomConvEncoder())
+    model.meta.update(code_steps=2, code_radius=1.0)
+    return model
+
+
+def test_protect_set_writes_adv_and_gn_keeps_the_models_settings_and_continues(
+    tmp_path: Path,
+) -> None:
+    model = _model()
+    rows = []
+    for i in range(2):
+        path = tmp_path / f"u{i}.wav"
+        save_audio(path, _speech(0.8, seed=i))
+        rows.append({"utt_id": f"u{i}", "path": str(path)})
+    rows = pd.DataFrame(rows)
+    folder = tmp_path / "set"
+    paths = blackbox.protect_set(model, rows, folder, {"code_steps": 0}, workers=1, progress=False)
+    assert [p.name for p in paths] == ["u0.wav", "u1.wav"]
+    assert all((folder / "gn" / p.name).exists() for p in paths)
+    assert model.meta["code_steps"] == 2  # the model's own settings come back
+    first = paths[0].stat().st_mtime_ns
+    paths[1].unlink()
+    blackbox.protect_set(model, rows, folder, {"code_steps": 0}, workers=1, progress=False)
+    assert paths[0].stat().st_mtime_ns == first and paths[1].exists()  # only the missing one redone
+    with pytest.raises(ValueError, match="unknown protect-time settings"):
+        blackbox.protect_set(model, rows, folder, {"steps": 3}, workers=1, progress=False)
+
+
+def test_variant_key_follows_model_subset_and_setting() -> None:
+    model = _model()
+    key = blackbox.variant_key(model, ["a", "b"], {"code_steps": 5})
+    assert key == blackbox.variant_key(model, ["a", "b"], {"code_steps": 5})
+    assert key != blackbox.variant_key(model, ["a", "b"], {"code_steps": 10})
+    assert key != blackbox.variant_key(model, ["a"], {"code_steps": 5})
+    other = dataclasses.replace(model, fingerprint="other")
+    assert key != blackbox.variant_key(other, ["a", "b"], {"code_steps": 5})
