@@ -77,3 +77,32 @@ def test_variant_key_follows_model_subset_and_setting() -> None:
     assert key != blackbox.variant_key(model, ["a"], {"code_steps": 5})
     other = dataclasses.replace(model, fingerprint="other")
     assert key != blackbox.variant_key(other, ["a", "b"], {"code_steps": 5})
+
+
+def test_lowpass_map_keeps_the_power_and_removes_what_is_above_the_cutoff() -> None:
+    rng = np.random.default_rng(2)
+    delta = torch.from_numpy(rng.standard_normal((2, 8000)).astype(np.float32)) * 0.01
+    low = blackbox.lowpass_map(1000.0)(delta)
+    np.testing.assert_allclose(low.pow(2).sum(-1), delta.pow(2).sum(-1), rtol=1e-4)
+    spectrum = torch.fft.rfft(low[0]).abs().pow(2)
+    cut = int(2000 / 8000 * len(spectrum))  # bins above 2 kHz
+    assert float(spectrum[cut:].sum() / spectrum.sum()) < 1e-3
+    with pytest.raises(ValueError, match="lowpass_hz"):
+        blackbox.lowpass_map(9000.0)
+
+
+def test_lowpass_probe_writes_a_protected_set_at_the_perturbations_power(tmp_path: Path) -> None:
+    from spkadv.audio import load_audio
+    from spkadv.metrics import snr_db
+
+    model = _model()
+    path = tmp_path / "u0.wav"
+    x = _speech(0.8)
+    save_audio(path, x)
+    rows = pd.DataFrame([{"utt_id": "u0", "path": str(path)}])
+    plain = blackbox.protect_set(model, rows, tmp_path / "a", {"code_steps": 0}, 1, False)
+    probe = blackbox.protect_set(
+        model, rows, tmp_path / "b", {"code_steps": 0, "lowpass_hz": 1000}, 1, False
+    )
+    a, b = load_audio(plain[0]), load_audio(probe[0])
+    assert snr_db(x, b) == pytest.approx(snr_db(x, a), abs=0.05) and not np.allclose(a, b)

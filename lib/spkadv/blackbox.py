@@ -43,16 +43,19 @@ def protect_set(
     """Protect ``rows`` (``utt_id``, ``path``) with ``settings`` (``code_steps``, ``code_shift``)
     into ``folder/adv`` (and matched noise into ``folder/gn``); utterances already written are
     kept, so an interrupted run continues. Returns the adv paths in ``rows``' order."""
-    unknown = set(settings) - {"code_steps", "code_shift"}
+    unknown = set(settings) - {"code_steps", "code_shift", "lowpass_hz"}
     if unknown:
         raise ValueError(
-            f"unknown protect-time settings {sorted(unknown)}: expected code_steps, code_shift"
+            f"unknown protect-time settings {sorted(unknown)}: expected code_steps, code_shift, "
+            "lowpass_hz"
         )
     folders = {"adv": folder / "adv", "gn": folder / "gn"}
     for path in folders.values():
         path.mkdir(parents=True, exist_ok=True)
     todo = rows[[not (folders["adv"] / f"{u}.wav").exists() for u in rows["utt_id"]]]
-    if len(todo):
+    if len(todo) and settings.get("lowpass_hz"):
+        _protect_lowpass(model, todo, folders, settings, workers, progress)
+    elif len(todo):
         meta = dict(model.meta)
         model.meta.update(settings)
         try:
@@ -61,6 +64,91 @@ def protect_set(
             model.meta.clear()
             model.meta.update(meta)
     return [folders["adv"] / f"{u}.wav" for u in rows["utt_id"]]
+
+
+def lowpass_map(cutoff_hz: float, taps: int = 101):
+    """δ → δ low-passed at ``cutoff_hz`` (windowed-sinc FIR, zero phase), rescaled per row to
+    δ's power, so the SNR is unchanged: the same perturbation power moved below the cutoff."""
+    if not 0 < cutoff_hz < SAMPLE_RATE / 2:
+        raise ValueError(f"lowpass_hz={cutoff_hz}: expected a cutoff in (0, {SAMPLE_RATE // 2}) Hz")
+    t = torch.arange(taps, dtype=torch.float32) - taps // 2
+    fc = cutoff_hz / SAMPLE_RATE
+    kernel = 2 * fc * torch.sinc(2 * fc * t) * torch.hamming_window(taps, periodic=False)
+    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+
+    def apply(delta: torch.Tensor) -> torch.Tensor:
+        low = torch.nn.functional.conv1d(delta.unsqueeze(1), kernel, padding=taps // 2).squeeze(1)
+        scale = (
+            delta.pow(2).sum(-1, keepdim=True) / low.pow(2).sum(-1, keepdim=True).clamp_min(1e-20)
+        ).sqrt()
+        return low * scale
+
+    return apply
+
+
+_PROBE_MODEL: protect.ProtectionModel | None = None
+
+
+def _probe_start(model: protect.ProtectionModel) -> None:
+    global _PROBE_MODEL
+    _PROBE_MODEL = model
+
+
+def _probe_one(utt: str, path: str, folders: dict[str, str], settings: dict) -> str:
+    """One utterance of the low-pass probe: the code optimised for x + lowpass(δ), written."""
+    from spkadv.audio import save_audio
+    from spkadv.conditioning import optimise_code
+
+    model = _PROBE_MODEL
+    assert model is not None, "probe worker started without a model"
+    x = load_audio(path)
+    delta_map = lowpass_map(float(settings["lowpass_hz"]))
+    steps = int(settings.get("code_steps", model.meta.get("code_steps", 0)))
+    code = None
+    if model.config.code_film and steps > 0:
+        code, _ = optimise_code(
+            model.generator, model.encoder(), x, model.eps, steps,
+            lr=float(model.meta.get("code_lr", 0.5)),
+            radius=float(model.meta.get("code_radius", 3.0)),
+            snr_target_db=model.meta.get("snr_target_db"),
+            shift=int(settings.get("code_shift", 0)), delta_map=delta_map,
+        )  # fmt: skip
+    delta = protect.protect(model, x, code=code) - x
+    with torch.no_grad():
+        low = delta_map(torch.from_numpy(np.ascontiguousarray(delta, dtype=np.float32))[None])
+    adv = (x + low[0].numpy()).astype(np.float32)
+    save_audio(Path(folders["adv"]) / f"{utt}.wav", adv)
+    save_audio(Path(folders["gn"]) / f"{utt}.wav", protect.matched_noise(x, adv - x, 0, utt))
+    return utt
+
+
+def _protect_lowpass(model, rows, folders, settings, workers: int, progress: bool) -> None:
+    """The ``lowpass_hz`` probe: x' = x + lowpass(δ) at δ's power, the code optimised for it.
+    Not a usable protection (F_R was not trained to undo it; no restoration is measured)."""
+    import copy
+    import dataclasses
+
+    from tqdm.auto import tqdm
+
+    from spkadv.threads import process_map
+
+    folders = {k: str(v) for k, v in folders.items()}
+    pairs = zip(rows["utt_id"], rows["path"], strict=True)
+    calls = [((u, str(p), folders, settings), {}) for u, p in pairs]
+    workers = protect.resolve_workers(model, workers, len(calls))
+    bar = tqdm(total=len(calls), desc="low-pass probe", disable=not progress)
+    if workers == 1:
+        _probe_start(model)
+        for args, _ in calls:
+            _probe_one(*args)
+            bar.update()
+    else:
+        portable = dataclasses.replace(
+            model, generator=copy.deepcopy(model.generator).cpu(), removal=None, _encoder=None
+        )
+        for _ in process_map(_probe_one, calls, workers, _probe_start, (portable,)):
+            bar.update()
+    bar.close()
 
 
 def _mel(x: np.ndarray) -> torch.Tensor:

@@ -82,6 +82,7 @@ def _optimise(
     offset: int = 0,
     bf16: bool = False,
     shift: int = 0,
+    delta_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Adam on ``code`` (a leaf, [W, D] or [1, S, D]) against cos(z(w), z(w + δ(w; code))).
 
@@ -89,7 +90,8 @@ def _optimise(
     ``bf16``: forward passes under CPU bfloat16 autocast (the code and Adam stay float32).
     ``shift`` > 0: at each step the encoder sees w + δ from a random sample offset in
     [0, shift] (expectation over the encoder's frame alignment; the offsets are seeded, so the
-    code is reproducible).
+    code is reproducible). ``delta_map``: a differentiable map applied to δ before it is added
+    (a probe of where δ must sit; the protected signal is then x + delta_map(δ)).
     """
     emb = None if embedding is None else embedding.to(windows.device).expand(len(windows), -1)
     autocast = torch.autocast(
@@ -107,6 +109,8 @@ def _optimise(
         with autocast:
             n, m = generator.decode(encoded, embedding=emb, code=batch_code, code_offset=offset)
             delta = eps * n.float() * m.float()
+            if delta_map is not None:
+                delta = delta_map(delta)
             start = int(torch.randint(0, shift + 1, (1,), generator=offsets)) if shift > 0 else 0
             adv = (windows + delta)[:, start:]
             cos = F.cosine_similarity(z, encoder.embed(adv).float(), dim=-1).mean()
@@ -145,6 +149,7 @@ def optimise_code(
     total: int | None = None,
     progress: bool = False,
     shift: int = 0,
+    delta_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, list[float]]:
     """Optimise the generator's code for one utterance: minimise cos(z(x), z(x + δ(x; c))).
 
@@ -158,7 +163,8 @@ def optimise_code(
     only the windows or the piece at hand are then in memory, and the code is the same.
     ``shift`` > 0: each step embeds the protected signal from a random offset of up to ``shift``
     samples (seeded; beyond the paper: meant to keep the code from fitting the white-box
-    encoder's frame alignment, which another encoder does not share).
+    encoder's frame alignment, which another encoder does not share). ``delta_map``: see
+    :func:`_optimise` (a probe: the signal protected this way is x + delta_map(δ)).
     Returns the code and the cosine after each step (mean over pieces).
     """
     from tqdm.auto import tqdm
@@ -174,7 +180,7 @@ def optimise_code(
         best, history = _optimise(
             generator, encoder, torch.from_numpy(windows).to(device),
             torch.zeros(1, dim, device=device), eps, steps, lr, radius, snr_target_db, embedding,
-            bf16=bf16, shift=shift,
+            bf16=bf16, shift=shift, delta_map=delta_map,
         )  # fmt: skip
         return best[0].cpu().numpy().astype(np.float32), history
     seg = cfg.code_segment_samples
@@ -190,7 +196,7 @@ def optimise_code(
         wave = torch.from_numpy(piece).to(device).unsqueeze(0)
         best, hist = _optimise(
             generator, encoder, wave, codes[:, first:last].clone(), eps, steps, lr, radius,
-            snr_target_db, embedding, offset=0, bf16=bf16, shift=shift,
+            snr_target_db, embedding, offset=0, bf16=bf16, shift=shift, delta_map=delta_map,
         )  # fmt: skip
         codes[:, first:last] = best
         histories.append(hist)
