@@ -65,6 +65,9 @@ def test_protect_set_writes_adv_and_gn_keeps_the_models_settings_and_continues(
     paths[1].unlink()
     blackbox.protect_set(model, rows, folder, {"code_steps": 0}, workers=1, progress=False)
     assert paths[0].stat().st_mtime_ns == first and paths[1].exists()  # only the missing one redone
+    (folder / "gn" / "u0.wav").unlink()  # interrupted between its two files: redone
+    blackbox.protect_set(model, rows, folder, {"code_steps": 0}, workers=1, progress=False)
+    assert (folder / "gn" / "u0.wav").exists()
     with pytest.raises(ValueError, match="unknown protect-time settings"):
         blackbox.protect_set(model, rows, folder, {"steps": 3}, workers=1, progress=False)
 

@@ -40,9 +40,10 @@ def protect_set(
     workers: int = 0,
     progress: bool = True,
 ) -> list[Path]:
-    """Protect ``rows`` (``utt_id``, ``path``) with ``settings`` (``code_steps``, ``code_shift``)
-    into ``folder/adv`` (and matched noise into ``folder/gn``); utterances already written are
-    kept, so an interrupted run continues. Returns the adv paths in ``rows``' order."""
+    """Protect ``rows`` (``utt_id``, ``path``) with ``settings`` (``code_steps``, ``code_shift``;
+    ``lowpass_hz``: the probe of :func:`lowpass_map`) into ``folder/adv`` (and matched noise into
+    ``folder/gn``); utterances with both files written are kept, so an interrupted run continues.
+    Returns the adv paths in ``rows``' order."""
     unknown = set(settings) - {"code_steps", "code_shift", "lowpass_hz"}
     if unknown:
         raise ValueError(
@@ -52,7 +53,8 @@ def protect_set(
     folders = {"adv": folder / "adv", "gn": folder / "gn"}
     for path in folders.values():
         path.mkdir(parents=True, exist_ok=True)
-    todo = rows[[not (folders["adv"] / f"{u}.wav").exists() for u in rows["utt_id"]]]
+    done = [all((f / f"{u}.wav").exists() for f in folders.values()) for u in rows["utt_id"]]
+    todo = rows[[not d for d in done]]
     if len(todo) and settings.get("lowpass_hz"):
         _protect_lowpass(model, todo, folders, settings, workers, progress)
     elif len(todo):
