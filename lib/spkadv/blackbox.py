@@ -11,6 +11,7 @@ the two kinds of features the encoders read: CAM++ reads mean-normalised log-mel
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -55,13 +56,16 @@ def protect_set(
         path.mkdir(parents=True, exist_ok=True)
     done = [all((f / f"{u}.wav").exists() for f in folders.values()) for u in rows["utt_id"]]
     todo = rows[[not d for d in done]]
-    if len(todo) and settings.get("lowpass_hz"):
-        _protect_lowpass(model, todo, folders, settings, workers, progress)
-    elif len(todo):
+    if len(todo):
         meta = dict(model.meta)
-        model.meta.update(settings)
+        model.meta.update(settings)  # protection_code reads code_steps and code_shift from here
         try:
-            protect.write_conditions(model, todo, folders, progress=progress, workers=workers)
+            if settings.get("lowpass_hz"):
+                _protect_lowpass(
+                    model, todo, folders, float(settings["lowpass_hz"]), workers, progress
+                )
+            else:
+                protect.write_conditions(model, todo, folders, progress=progress, workers=workers)
         finally:
             model.meta.clear()
             model.meta.update(meta)
@@ -96,25 +100,15 @@ def _probe_start(model: protect.ProtectionModel) -> None:
     _PROBE_MODEL = model
 
 
-def _probe_one(utt: str, path: str, folders: dict[str, str], settings: dict) -> str:
+def _probe_one(utt: str, path: str, folders: dict[str, str], lowpass_hz: float) -> str:
     """One utterance of the low-pass probe: the code optimised for x + lowpass(δ), written."""
     from spkadv.audio import save_audio
-    from spkadv.conditioning import optimise_code
 
     model = _PROBE_MODEL
     assert model is not None, "probe worker started without a model"
     x = load_audio(path)
-    delta_map = lowpass_map(float(settings["lowpass_hz"]))
-    steps = int(settings.get("code_steps", model.meta.get("code_steps", 0)))
-    code = None
-    if model.config.code_film and steps > 0:
-        code, _ = optimise_code(
-            model.generator, model.encoder(), x, model.eps, steps,
-            lr=float(model.meta.get("code_lr", 0.5)),
-            radius=float(model.meta.get("code_radius", 3.0)),
-            snr_target_db=model.meta.get("snr_target_db"),
-            shift=int(settings.get("code_shift", 0)), delta_map=delta_map,
-        )  # fmt: skip
+    delta_map = lowpass_map(lowpass_hz)
+    code = protect.protection_code(model, x, delta_map=delta_map)
     delta = protect.protect(model, x, code=code) - x
     with torch.no_grad():
         low = delta_map(torch.from_numpy(np.ascontiguousarray(delta, dtype=np.float32))[None])
@@ -124,19 +118,17 @@ def _probe_one(utt: str, path: str, folders: dict[str, str], settings: dict) -> 
     return utt
 
 
-def _protect_lowpass(model, rows, folders, settings, workers: int, progress: bool) -> None:
-    """The ``lowpass_hz`` probe: x' = x + lowpass(δ) at δ's power, the code optimised for it.
+def _protect_lowpass(model, rows, folders, lowpass_hz: float, workers: int, progress: bool) -> None:
+    """The ``lowpass_hz`` probe: x' = x + lowpass(δ) at δ's power, the code optimised for it
+    (code settings from the model's meta, as :func:`spkadv.protect.protection_code` reads them).
     Not a usable protection (F_R was not trained to undo it; no restoration is measured)."""
-    import copy
-    import dataclasses
-
     from tqdm.auto import tqdm
 
     from spkadv.threads import process_map
 
     folders = {k: str(v) for k, v in folders.items()}
     pairs = zip(rows["utt_id"], rows["path"], strict=True)
-    calls = [((u, str(p), folders, settings), {}) for u, p in pairs]
+    calls = [((u, str(p), folders, lowpass_hz), {}) for u, p in pairs]
     workers = protect.resolve_workers(model, workers, len(calls))
     bar = tqdm(total=len(calls), desc="low-pass probe", disable=not progress)
     if workers == 1:
@@ -145,26 +137,30 @@ def _protect_lowpass(model, rows, folders, settings, workers: int, progress: boo
             _probe_one(*args)
             bar.update()
     else:
-        portable = dataclasses.replace(
-            model, generator=copy.deepcopy(model.generator).cpu(), removal=None, _encoder=None
-        )
+        portable = protect.portable_copy(model)
         for _ in process_map(_probe_one, calls, workers, _probe_start, (portable,)):
             bar.update()
     bar.close()
 
 
-def _mel(x: np.ndarray) -> torch.Tensor:
+@functools.lru_cache(maxsize=1)
+def _mel_transform():
     import torchaudio
 
-    mel = torchaudio.transforms.MelSpectrogram(
+    return torchaudio.transforms.MelSpectrogram(
         SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=MEL_BANDS, power=2.0
     )
-    return mel(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+
+
+def mel_power(x: np.ndarray) -> torch.Tensor:
+    """The 40-band linear-power mel spectrogram of x ([bands, frames]; 25 ms / 10 ms)."""
+    with torch.no_grad():
+        return _mel_transform()(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
 
 
 def band_snr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """SNR (dB) of x against y − x in each of ``MEL_BANDS`` mel bands, over the whole utterance."""
-    signal, noise = _mel(x).sum(-1), _mel(y - x).sum(-1)
+    signal, noise = mel_power(x).sum(-1), mel_power(y - x).sum(-1)
     return (10 * torch.log10(signal.clamp_min(1e-20) / noise.clamp_min(1e-20))).numpy()
 
 
@@ -177,7 +173,7 @@ def feature_change(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     with torch.no_grad():
         fx = kaldi_fbank(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])
         fy = kaldi_fbank(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None])
-        mx, my = _mel(x), _mel(y)
+        mx, my = mel_power(x), mel_power(y)
     return {
         "logmel": float((fy - fx).pow(2).mean().sqrt()),
         "linmel": float((my - mx).norm() / mx.norm().clamp_min(1e-20)),

@@ -379,7 +379,11 @@ def read_code(audio_path: str | os.PathLike) -> np.ndarray | None:
 
 
 def protection_code(
-    model: ProtectionModel, x, steps: int | None = None, progress: bool = False
+    model: ProtectionModel,
+    x,
+    steps: int | None = None,
+    progress: bool = False,
+    delta_map=None,
 ) -> np.ndarray | None:
     """The per-utterance code of ``x`` for a ``code_film`` model (None for other models).
 
@@ -387,7 +391,9 @@ def protection_code(
     white-box encoder, under CPU bf16 autocast when ``meta["code_bf16"]``; see
     :func:`spkadv.conditioning.optimise_code`. ``x`` is a waveform or a signal read in pieces (an
     object with ``read(start, stop)`` and ``len()``, such as :class:`spkadv.streaming.AudioSource`):
-    the code is the same, and only the piece being optimised is in memory.
+    the code is the same, and only the piece being optimised is in memory. ``delta_map``: see
+    :func:`spkadv.conditioning.optimise_code` (a probe; the protected signal is then
+    x + delta_map(δ)).
     """
     if not model.config.code_film:
         return None
@@ -415,6 +421,7 @@ def protection_code(
         total=total,
         progress=progress,
         shift=int(model.meta.get("code_shift", 0)),
+        delta_map=delta_map,
     )
     return code
 
@@ -490,16 +497,9 @@ def write_conditions(
             records.append(_condition_record(model, *item, **options))
             bar.update()
     else:
-        import copy
-
         from spkadv.threads import process_map
 
-        portable = dataclasses.replace(  # what the workers get: CPU copies, no loaded encoder
-            model,
-            generator=copy.deepcopy(model.generator).cpu(),
-            removal=None if model.removal is None else copy.deepcopy(model.removal).cpu(),
-            _encoder=None,
-        )
+        portable = portable_copy(model)
         calls = [(item, options) for item in items]
         for _, record in process_map(_worker_record, calls, workers, _worker_start, (portable,)):
             records.append(record)
@@ -507,6 +507,18 @@ def write_conditions(
     bar.close()
     records.sort(key=lambda r: r.pop("_index"))
     return pd.DataFrame(records)
+
+
+def portable_copy(model: ProtectionModel) -> ProtectionModel:
+    """What worker processes get: CPU copies of the modules, no loaded encoder."""
+    import copy
+
+    return dataclasses.replace(
+        model,
+        generator=copy.deepcopy(model.generator).cpu(),
+        removal=None if model.removal is None else copy.deepcopy(model.removal).cpu(),
+        _encoder=None,
+    )
 
 
 def resolve_workers(model: ProtectionModel, workers: int, items: int) -> int:
