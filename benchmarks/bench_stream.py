@@ -16,6 +16,10 @@ The peak above the baseline moves by up to about 25 MiB between fresh processes 
 60 s and 58, 74 and 73 MiB for 10 min). Lengths below an hour therefore run ``REPEATS`` times, each in a fresh process, and the
 row's peak is the median, with every repeat's peak kept beside it.
 
+The two shorter lengths run again with ``--low-memory`` (``spkadv.allocator``: glibc's mmap and
+trim thresholds fixed at 1 MiB, so freed large buffers go back to the system at once), for its
+peaks, their ratio and its cost in wall time.
+
 A model with per-utterance codes (the trained default model) first optimises the file's code, in
 20 s pieces, for its ``code_steps``; ``SPKADV_BENCH_CODE_STEPS`` overrides that step count in the
 benchmark's copy of the model (0: the zero code, no optimisation pass), since at about 0.6 CPU s
@@ -39,6 +43,7 @@ MEM_TARGET_RATIO = 1.2
 MEM_TARGET_2H_MB = 300.0
 LONG_PROTECT_ONLY_S = 3600.0  # from this length only protect (restore streams the same way)
 REPEATS = 3  # fresh processes per length below LONG_PROTECT_ONLY_S (median peak)
+LOW_MEMORY = ("--low-memory",)  # the option measured beside the default at the two shorter lengths
 
 
 def write_long_file(path: Path, seconds: float, block_seconds: float = 60.0) -> str:
@@ -55,9 +60,14 @@ def write_long_file(path: Path, seconds: float, block_seconds: float = 60.0) -> 
 
 
 def cli_memory(
-    path: str, model_path: str, warm_path: str, commands: tuple[str, ...] = ("protect", "restore")
+    path: str,
+    model_path: str,
+    warm_path: str,
+    commands: tuple[str, ...] = ("protect", "restore"),
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Worker: wall time and peak memory of ``spkadv protect`` then ``spkadv restore`` on ``path``."""
+    """Worker: wall time and peak memory of ``spkadv protect`` then ``spkadv restore`` on ``path``
+    (``extra``: more options for both commands, such as ``--low-memory``)."""
     import soundfile as sf
     import torch
     from spkadv import cli
@@ -70,7 +80,7 @@ def cli_memory(
     )
     for name, src, dst in (("protect", warm_path, warm_adv), ("restore", warm_adv, warm_rst)):
         args = [name, str(src), "-o", str(dst), "--model", model_path, "--quiet", "--overwrite"]
-        if cli.main(args) != 0:  # warm-up: imports, thread pool, allocator
+        if cli.main([*args, *extra]) != 0:  # warm-up: imports, thread pool, allocator
             raise RuntimeError(f"spkadv {' '.join(args)} failed")
     result: dict[str, Any] = {
         "seconds": sf.info(path).frames / common.SAMPLE_RATE,
@@ -80,6 +90,7 @@ def cli_memory(
         if name not in commands:
             continue
         args = [name, str(src), "-o", str(dst), "--model", model_path, "--quiet", "--overwrite"]
+        args += list(extra)
         common.release_free_memory()
         baseline = common.current_rss_mb()
         code, seconds, peak = common.measure_peak(lambda args=args: cli.main(args))
@@ -98,6 +109,7 @@ def cli_memory(
     for f in (out, rst):
         f.unlink(missing_ok=True)
     result["commands"] = list(commands)
+    result["extra"] = list(extra)
     result["peak_mem_mb"] = max(result[f"peak_mem_{c}_mb"] for c in commands)
     result["peak_rss_total_mb"] = max(result[f"peak_rss_total_{c}_mb"] for c in commands)
     return result
@@ -118,6 +130,13 @@ def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+def _ratio_range(short: dict[str, Any], long: dict[str, Any]) -> list[float]:
+    """The longer file's peak over the shorter one's over all pairs of repeats (smallest, largest)."""
+    short_runs = short.get("peak_mem_mb_runs", [short["peak_mem_mb"]])
+    long_runs = long.get("peak_mem_mb_runs", [long["peak_mem_mb"]])
+    return [min(long_runs) / max(short_runs), max(long_runs) / min(short_runs)]
+
+
 def code_digest() -> str:
     """sha256 of the code a row measures (the command, streaming, protect, models)."""
     import hashlib
@@ -125,7 +144,7 @@ def code_digest() -> str:
     from spkadv.config import project_root
 
     digest = hashlib.sha256()
-    for name in ("cli", "streaming", "protect", "models", "audio"):
+    for name in ("cli", "streaming", "protect", "models", "audio", "allocator"):
         digest.update((project_root() / "lib" / "spkadv" / f"{name}.py").read_bytes())
     return digest.hexdigest()[:16]
 
@@ -150,8 +169,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         saved = common.results_dir() / "stream_rows"
         saved.mkdir(exist_ok=True)
         digest = code_digest()
-        for seconds in lengths:
-            row_file = saved / f"{seconds:g}s.json"
+        # the default allocator at every length, then --low-memory at the two shorter ones
+        jobs = [(s, ()) for s in lengths] + [(s, LOW_MEMORY) for s in lengths[:2]]
+        for seconds, extra in jobs:
+            suffix = "".join(f"_{e.strip('-').replace('-', '_')}" for e in extra)
+            row_file = saved / f"{seconds:g}s{suffix}.json"
             repeats = 1 if seconds >= LONG_PROTECT_ONLY_S or quick else REPEATS
             if row_file.exists():  # kept from an interrupted run of the same code and model
                 row = json.loads(row_file.read_text(encoding="utf-8"))
@@ -180,6 +202,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                                 "model_path": str(model_path),
                                 "warm_path": str(warm),
                                 "commands": commands,
+                                "extra": extra,
                             },
                             1,
                             timeout=budget,
@@ -201,30 +224,37 @@ def run(quick: bool = False) -> dict[str, Any]:
             row_file.write_text(json.dumps(row), encoding="utf-8")
             rows.append(row)
             print(
-                f"  spkadv protect/restore on {seconds:g} s: peak +{row['peak_mem_protect_mb']:.0f} / "
+                f"  spkadv protect/restore{' '.join(('', *extra))} on {seconds:g} s: peak +{row['peak_mem_protect_mb']:.0f} / "
                 f"+{row.get('peak_mem_restore_mb', float('nan')):.0f} MiB above {row['rss_before_protect_mb']:.0f} MiB "
                 f"(total peak {row['peak_rss_total_mb']:.0f} MiB), RTF {row['rtf_protect']:.4f} / "
                 f"{row.get('rtf_restore', float('nan')):.4f}",
                 flush=True,
             )
-    by_len = {r["seconds"]: r for r in rows}
+    by_len = {r["seconds"]: r for r in rows if not r.get("extra")}
+    low = {r["seconds"]: r for r in rows if r.get("extra")}
     short, long = by_len[lengths[0]], by_len[lengths[1]]
-    short_runs = short.get("peak_mem_mb_runs", [short["peak_mem_mb"]])
-    long_runs = long.get("peak_mem_mb_runs", [long["peak_mem_mb"]])
     out: dict[str, Any] = {
         "model": description,
         "rows": rows,
         "peak_mem_ratio_600s_vs_60s": long["peak_mem_mb"] / short["peak_mem_mb"],
         "peak_mem_ratio_lengths_s": [lengths[1], lengths[0]],
         "peak_mem_ratio_target": MEM_TARGET_RATIO,
-        # the ratio over all pairs of repeats (smallest, largest)
-        "peak_mem_ratio_range": [
-            min(long_runs) / max(short_runs),
-            max(long_runs) / min(short_runs),
-        ],
+        "peak_mem_ratio_range": _ratio_range(short, long),
         "peak_mem_definition": "peak resident memory during the command above the resident "
         "memory just before it (the model and libraries loaded), MiB",
     }
+    if lengths[0] in low and lengths[1] in low:  # spkadv protect|restore --low-memory
+        s_low, l_low = low[lengths[0]], low[lengths[1]]
+        out.update(
+            {
+                "peak_mem_ratio_600s_vs_60s_low_memory": l_low["peak_mem_mb"]
+                / s_low["peak_mem_mb"],
+                "peak_mem_ratio_range_low_memory": _ratio_range(s_low, l_low),
+                "peak_mem_low_memory_mb": [s_low["peak_mem_mb"], l_low["peak_mem_mb"]],
+                # wall time of protect with --low-memory over without, on the longer file
+                "low_memory_protect_time_ratio": l_low["protect_s"] / long["protect_s"],
+            }
+        )
     if 7200.0 in by_len:
         out["peak_mem_mb_2h"] = by_len[7200.0]["peak_mem_mb"]
         out["peak_rss_total_mb_2h"] = by_len[7200.0]["peak_rss_total_mb"]

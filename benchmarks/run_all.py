@@ -58,6 +58,13 @@ HEADLINE: dict[str, tuple[str, str, str, Any]] = {
         lambda v: v <= 1.2,
     ),
     "peak_mem_mb_2h": ("stream", "peak_mem_mb_2h", "< 300", lambda v: v < 300),
+    "peak_mem_ratio_600s_vs_60s_low_memory": (
+        "stream",
+        "peak_mem_ratio_600s_vs_60s_low_memory",
+        "<= 1.2",
+        lambda v: v <= 1.2,
+    ),
+    "low_memory_protect_time_ratio": ("stream", "low_memory_protect_time_ratio", "", None),
     "peak_mem_ratio_600s_vs_60s_arrays": ("protect", "peak_mem_ratio_600s_vs_60s", "", None),
     "chunked_vs_whole_max_abs_diff": (
         "protect",

@@ -157,3 +157,21 @@ def test_bad_model_file_is_reported(tmp_path: Path, capsys) -> None:
     bad.write_bytes(b"nope")
     assert cli.main(["protect", str(src), "-o", str(tmp_path / "b.wav"), "--model", str(bad)]) == 2
     assert "model.pt" in capsys.readouterr().err
+
+
+def test_low_memory_flag_sets_the_allocator_and_keeps_the_output(
+    tmp_path: Path, models, monkeypatch
+) -> None:
+    from spkadv import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "low_memory", lambda: calls.append(1) or True)
+    src = _wav(tmp_path / "x.wav", 12_345)
+    outs = []
+    for extra in ([], ["--low-memory"]):
+        out = tmp_path / f"adv{len(extra)}.wav"
+        args = ["protect", str(src), "-o", str(out), "--model", str(models[0]), "--quiet", *extra]
+        assert cli.main(args) == 0
+        outs.append(out.read_bytes())
+    assert calls == [1]  # only with the flag
+    assert outs[0] == outs[1]
