@@ -10,6 +10,12 @@ Figures: ``seconds_1_process``, ``seconds_workers``, ``workers_speedup`` (ratio 
 the worker start-up included), and the mean SNRs of both runs (the code optimisation is not
 bit-reproducible across thread counts, so they agree within noise, not exactly).
 
+Second part, the same comparison for CAM++ embedding of whole files
+(``spkadv.encoders.embed_files``, cache off): utterances of different lengths make batches of one,
+which a second thread barely speeds up either. Figures: ``embed_seconds_1_process``,
+``embed_seconds_workers``, ``embed_workers_speedup``, ``embed_max_abs_diff`` (thread counts differ,
+so the embeddings agree to float32 noise, not bit for bit).
+
 Model: the default profile's trained model; else a freshly initialised one of its architecture
 with 5 code steps against CAM++ (timing does not depend on the weights).
 """
@@ -24,6 +30,7 @@ from typing import Any
 from benchmarks import common
 
 UTTERANCES, QUICK_UTTERANCES = 40, 6
+EMBED_FILES, QUICK_EMBED_FILES = 480, 24
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -65,6 +72,36 @@ def run(quick: bool = False) -> dict[str, Any]:
     finally:  # the caller's thread count, even when a run fails
         torch.set_num_threads(previous)
     out["workers_speedup"] = round(out["seconds_1_process"] / out["seconds_workers"], 2)
+    out.update(embed_speed(workers, QUICK_EMBED_FILES if quick else EMBED_FILES))
+    return out
+
+
+def embed_speed(workers: int, files: int) -> dict[str, Any]:
+    """CAM++ embedding of ``files`` eval files: one process of ``workers`` threads, then
+    ``workers`` one-thread processes (their start-up included)."""
+    import numpy as np
+    import torch
+    from spkadv import encoders
+
+    paths, audio = common.speech_files(files)
+    encoder = encoders.load("campplus")
+    previous = torch.get_num_threads()
+    out: dict[str, Any] = {"embed_files": len(paths), "embed_audio": audio}
+    embeddings = {}
+    try:
+        for name, count in (("1_process", 1), ("workers", workers)):
+            torch.set_num_threads(workers if count == 1 else previous)
+            t0 = time.perf_counter()
+            embeddings[name] = encoders.embed_files(
+                encoder, paths, cache_dir=False, progress=False, workers=count
+            )
+            out[f"embed_seconds_{name}"] = round(time.perf_counter() - t0, 2)
+    finally:
+        torch.set_num_threads(previous)
+    out["embed_workers_speedup"] = round(
+        out["embed_seconds_1_process"] / out["embed_seconds_workers"], 2
+    )
+    out["embed_max_abs_diff"] = float(np.abs(embeddings["1_process"] - embeddings["workers"]).max())
     return out
 
 

@@ -102,6 +102,7 @@ HEADLINE: dict[str, tuple[str, str, str, Any]] = {
     "bf16_train_speedup": ("bf16", "bf16_train_speedup", "", None),
     "bf16_code_speedup": ("bf16", "bf16_code_speedup", "", None),
     "protect_workers_speedup": ("workers", "workers_speedup", "", None),
+    "embed_workers_speedup": ("workers", "embed_workers_speedup", "", None),
 }
 REASON_KEYS = {
     "table_rerun_speedup": "table_rerun_reason",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -199,3 +200,39 @@ def test_ecapa_from_local_folder(tmp_path: Path) -> None:
     assert torch.equal(emb, ecapa.embed(waves))
     emb.pow(2).sum().backward()
     assert (waves.grad.abs().sum(dim=1) > 0).all()
+
+
+def test_embed_files_in_worker_processes_matches_one_process(
+    campplus: encoders.SpeakerEncoder, tmp_path: Path
+) -> None:
+    waves = _waves(3, 1.0).numpy()
+    paths = [save_audio(tmp_path / f"u{i}.wav", w) for i, w in enumerate(waves)]
+    paths.append(save_audio(tmp_path / "longer.wav", np.concatenate([waves[0], waves[1]])))
+    one = encoders.embed_files(campplus, paths, cache_dir=False, progress=False, workers=1)
+    two = encoders.embed_files(
+        campplus, paths, cache_dir=tmp_path / "cache", batch_size=1, progress=False, workers=2
+    )
+    np.testing.assert_allclose(two, one, atol=1e-4)  # thread counts may differ in the last bits
+    assert len(list((tmp_path / "cache" / "embeddings").glob("campplus-*/*.npy"))) == 4
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_embed_workers_resolution() -> None:
+    many = encoders.MIN_WORKER_BATCHES
+    with torch_threads(2):
+        assert encoders.embed_workers(0, many) == 2
+        assert encoders.embed_workers(0, many - 1) == 1  # too few batches to pay for start-up
+        assert encoders.embed_workers(0, many, parallel=False) == 1  # fast encoders stay here
+        assert encoders.embed_workers(0, many, device="meta") == 1  # not on the CPU
+        assert encoders.embed_workers(3, 2) == 2  # never more processes than batches
+    with pytest.raises(ValueError, match="workers=-1"):
+        encoders.embed_workers(-1, many)

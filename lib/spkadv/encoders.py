@@ -65,6 +65,7 @@ class SpeakerEncoder(nn.Module):
     name: str = ""
     dim: int = 0
     fingerprint: str = ""
+    parallel: bool = True  # embed_files may share its batches among worker processes
 
     def _freeze(self) -> SpeakerEncoder:
         for param in self.parameters():
@@ -137,6 +138,8 @@ class GE2EEncoder(SpeakerEncoder):
     silence trimming (it is not differentiable and would make embed() and embed_files() disagree),
     and float32 torch STFT instead of librosa's.
     """
+
+    parallel = False  # a file takes ~14 ms: worker start-up costs more than it saves
 
     partial_frames = 160  # 1.6 s
     rate = 1.3  # partial windows per second (Resemblyzer's default: about 50 % overlap)
@@ -376,6 +379,7 @@ def embed_files(
     cache_dir: str | os.PathLike | None | bool = None,
     batch_size: int = 8,
     progress: bool = True,
+    workers: int = 0,
 ) -> np.ndarray:
     """Embed whole audio files; returns float32 (N, dim) in the order of ``paths``.
 
@@ -383,6 +387,14 @@ def embed_files(
     by the sha256 of the file's bytes (default ``cache_dir``: ``spkadv.config.cache_dir()``;
     ``False`` disables the cache). Files of equal length are embedded together, up to
     ``batch_size`` at a time (no padding, so batching never changes an embedding).
+
+    ``workers``: processes of one torch thread each sharing the batches (1: this process; 0: one
+    per torch thread of this process when the encoder is on the CPU, worth it
+    (``encoder.parallel``; not GE2E, which is fast) and at least ``MIN_WORKER_BATCHES`` batches
+    are left to embed, else 1). Utterances of different lengths
+    make batches of one, whose small convolutions a second thread barely speeds up: CAM++ on 480
+    default eval files took 27 s in two one-thread processes against 52 s in one two-thread
+    process on the 2-core VM (``python -m benchmarks.run_all --only workers``).
     """
     from tqdm.auto import tqdm
 
@@ -406,13 +418,59 @@ def embed_files(
         for j in range(0, len(group), batch_size)
     ]
     device = next(encoder.parameters()).device
-    with torch.no_grad():
-        for batch in tqdm(batches, desc=f"{encoder.name}: embed", disable=not progress):
-            waves = torch.from_numpy(np.stack([w for _, w, _ in batch])).to(device)
-            embeddings = encoder.embed(waves).cpu().numpy().astype(np.float32)
-            for (i, _, entry), emb in zip(batch, embeddings, strict=True):
-                out[i] = emb
-                if entry is not None:
-                    with atomic_path(entry) as tmp:
-                        np.save(tmp, emb)
+    workers = embed_workers(workers, len(batches), device, encoder.parallel)
+    bar = tqdm(total=len(batches), desc=f"{encoder.name}: embed", disable=not progress)
+
+    def keep(batch, embeddings: np.ndarray) -> None:
+        for (i, _, entry), emb in zip(batch, embeddings, strict=True):
+            out[i] = emb
+            if entry is not None:
+                with atomic_path(entry) as tmp:
+                    np.save(tmp, emb)
+        bar.update()
+
+    if workers > 1:
+        from spkadv.threads import process_map
+
+        calls = [((np.stack([w for _, w, _ in batch]),), {}) for batch in batches]
+        for k, embeddings in process_map(
+            _worker_embed, calls, workers, _worker_encoder_start, (encoder,)
+        ):
+            keep(batches[k], embeddings)
+    else:
+        with torch.no_grad():
+            for batch in batches:
+                waves = torch.from_numpy(np.stack([w for _, w, _ in batch])).to(device)
+                keep(batch, encoder.embed(waves).cpu().numpy().astype(np.float32))
+    bar.close()
     return out
+
+
+MIN_WORKER_BATCHES = 64  # below this, starting worker processes costs more than it saves
+
+
+def embed_workers(
+    workers: int, batches: int, device: torch.device | str = "cpu", parallel: bool = True
+) -> int:
+    """The process count :func:`embed_files` uses for ``workers`` and ``batches`` left to embed."""
+    if workers < 0:
+        raise ValueError(f"workers={workers}: expected 0 (automatic), 1 or more processes")
+    if workers == 0:
+        worth = parallel and torch.device(device).type == "cpu" and batches >= MIN_WORKER_BATCHES
+        workers = torch.get_num_threads() if worth else 1
+    return max(1, min(workers, batches))
+
+
+_WORKER_ENCODER: SpeakerEncoder | None = None
+
+
+def _worker_encoder_start(encoder: SpeakerEncoder) -> None:
+    """Worker initialiser of :func:`embed_files`: the encoder kept for the batches."""
+    global _WORKER_ENCODER
+    _WORKER_ENCODER = encoder.cpu()
+
+
+def _worker_embed(waves: np.ndarray) -> np.ndarray:
+    assert _WORKER_ENCODER is not None, "worker started without an encoder"
+    with torch.no_grad():
+        return _WORKER_ENCODER.embed(torch.from_numpy(waves)).numpy().astype(np.float32)
