@@ -393,7 +393,7 @@ def embed_files(
     (``encoder.parallel``; not GE2E, which is fast) and at least ``MIN_WORKER_BATCHES`` batches
     are left to embed, else 1). Utterances of different lengths
     make batches of one, whose small convolutions a second thread barely speeds up: CAM++ on 480
-    default eval files took 27 s in two one-thread processes against 52 s in one two-thread
+    default eval files took 19.6 s in two one-thread processes against 36.6 s in one two-thread
     process on the 2-core VM (``python -m benchmarks.run_all --only workers``).
     """
     from tqdm.auto import tqdm
