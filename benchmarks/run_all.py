@@ -65,6 +65,7 @@ HEADLINE: dict[str, tuple[str, str, str, Any]] = {
         lambda v: v <= 1.2,
     ),
     "low_memory_protect_time_ratio": ("stream", "low_memory_protect_time_ratio", "", None),
+    "peak_mem_protect_code_60s_mb": ("stream", "peak_mem_protect_code_60s_mb", "", None),
     "peak_mem_ratio_600s_vs_60s_arrays": ("protect", "peak_mem_ratio_600s_vs_60s", "", None),
     "chunked_vs_whole_max_abs_diff": (
         "protect",
