@@ -236,3 +236,17 @@ def test_embed_workers_resolution() -> None:
         assert encoders.embed_workers(3, 2) == 2  # never more processes than batches
     with pytest.raises(ValueError, match="workers=-1"):
         encoders.embed_workers(-1, many)
+
+
+def test_embed_workers_from_the_environment(monkeypatch) -> None:
+    many = encoders.MIN_WORKER_BATCHES
+    monkeypatch.delenv(encoders.ENV_EMBED_WORKERS, raising=False)
+    with torch_threads(2):
+        assert encoders.embed_workers(None, many) == 1  # unset: this process (safe in scripts)
+        monkeypatch.setenv(encoders.ENV_EMBED_WORKERS, "auto")
+        assert encoders.embed_workers(None, many) == 2
+        monkeypatch.setenv(encoders.ENV_EMBED_WORKERS, "3")
+        assert encoders.embed_workers(None, many) == 3
+        monkeypatch.setenv(encoders.ENV_EMBED_WORKERS, "many")
+        with pytest.raises(ValueError, match="SPKADV_EMBED_WORKERS"):
+            encoders.embed_workers(None, many)

@@ -79,15 +79,21 @@ def test_kernel_environment_is_seen_by_children_and_restored(monkeypatch):
     monkeypatch.setenv(threads.ENV_THREADS, "1")
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv(threads.ENV_EMBED_WORKERS, raising=False)
     with threads.kernel_environment() as chosen:
         out = subprocess.run(
             [
                 sys.executable,
                 "-c",
-                "import os; print(os.environ['OMP_NUM_THREADS'], os.environ['OMP_WAIT_POLICY'])",
+                "import os; print(os.environ['OMP_NUM_THREADS'], os.environ['OMP_WAIT_POLICY'],"
+                " os.environ['SPKADV_EMBED_WORKERS'])",
             ],
             capture_output=True,
             text=True,
         ).stdout.split()
-    assert chosen.threads == 1 and out == ["1", "PASSIVE"]
+    assert chosen.threads == 1 and out == ["1", "PASSIVE", "auto"]
     assert os.environ["OMP_NUM_THREADS"] == "3" and "OMP_WAIT_POLICY" not in os.environ
+    assert threads.ENV_EMBED_WORKERS not in os.environ
+    monkeypatch.setenv(threads.ENV_EMBED_WORKERS, "1")  # an explicit setting is kept
+    with threads.kernel_environment():
+        assert os.environ[threads.ENV_EMBED_WORKERS] == "1"

@@ -203,6 +203,8 @@ class ECAPAEncoder(SpeakerEncoder):
     192-dim embedding. Built from speechbrain's classes with that recipe's hyper-parameters; only
     ``embedding_model.ckpt`` is read (weights only), hyperparams.yaml is not executed."""
 
+    parallel = False  # not checked in worker processes (it is not offline here)
+
     def __init__(self, state_dict: dict[str, torch.Tensor], fingerprint: str, name: str = "ecapa"):
         super().__init__()
         from speechbrain.lobes.features import Fbank
@@ -379,7 +381,7 @@ def embed_files(
     cache_dir: str | os.PathLike | None | bool = None,
     batch_size: int = 8,
     progress: bool = True,
-    workers: int = 0,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Embed whole audio files; returns float32 (N, dim) in the order of ``paths``.
 
@@ -391,7 +393,10 @@ def embed_files(
     ``workers``: processes of one torch thread each sharing the batches (1: this process; 0: one
     per torch thread of this process when the encoder is on the CPU, worth it
     (``encoder.parallel``; not GE2E, which is fast) and at least ``MIN_WORKER_BATCHES`` batches
-    are left to embed, else 1). Utterances of different lengths
+    are left to embed, else 1; None: ``SPKADV_EMBED_WORKERS`` (a number or ``auto`` for 0), else
+    1). The pipeline sets ``SPKADV_EMBED_WORKERS=auto`` for its notebook kernels; a script that
+    asks for workers must guard its top level with ``if __name__ == "__main__":`` (processes are
+    spawned, and they import the main module). Utterances of different lengths
     make batches of one, whose small convolutions a second thread barely speeds up: CAM++ on 480
     default eval files took 19.6 s in two one-thread processes against 36.6 s in one two-thread
     process on the 2-core VM (``python -m benchmarks.run_all --only workers``).
@@ -449,10 +454,23 @@ def embed_files(
 MIN_WORKER_BATCHES = 64  # below this, starting worker processes costs more than it saves
 
 
+ENV_EMBED_WORKERS = "SPKADV_EMBED_WORKERS"  # same name as spkadv.threads.ENV_EMBED_WORKERS
+
+
 def embed_workers(
-    workers: int, batches: int, device: torch.device | str = "cpu", parallel: bool = True
+    workers: int | None, batches: int, device: torch.device | str = "cpu", parallel: bool = True
 ) -> int:
     """The process count :func:`embed_files` uses for ``workers`` and ``batches`` left to embed."""
+    if workers is None:
+        setting = os.environ.get(ENV_EMBED_WORKERS, "").strip().lower()
+        if setting in ("", "1"):
+            return 1
+        try:
+            workers = 0 if setting == "auto" else int(setting)
+        except ValueError:
+            raise ValueError(
+                f"{ENV_EMBED_WORKERS}={setting!r}: give a number of processes or auto"
+            ) from None
     if workers < 0:
         raise ValueError(f"workers={workers}: expected 0 (automatic), 1 or more processes")
     if workers == 0:

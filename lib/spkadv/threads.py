@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 ENV_THREADS = "SPKADV_THREADS"
+ENV_EMBED_WORKERS = "SPKADV_EMBED_WORKERS"  # read by spkadv.encoders.embed_files
 WAIT_POLICY = "PASSIVE"
 SAMPLE_SECONDS = 0.25  # how long /proc/stat is sampled to find the busy cores
 
@@ -148,11 +149,13 @@ def configure(env: MutableMapping[str, str] | None = None) -> ThreadPlan:
 @contextlib.contextmanager
 def kernel_environment(log: Callable[[str], None] | None = None) -> Iterator[ThreadPlan]:
     """The policy in ``os.environ`` for the child processes started inside (notebook kernels),
-    decided afresh from the load at entry; the environment is restored on exit."""
-    keys = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    decided afresh from the load at entry; the environment is restored on exit. Kernels also get
+    ``SPKADV_EMBED_WORKERS=auto`` (unless set): CAM++ embedding in one-thread worker processes."""
+    keys = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", ENV_EMBED_WORKERS)
     saved = {k: os.environ.get(k) for k in keys}
     child_env = dict(os.environ)
     chosen = configure(child_env)
+    child_env.setdefault(ENV_EMBED_WORKERS, "auto")  # kernels embed in worker processes
     try:
         for key in keys:
             os.environ[key] = child_env[key]
