@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from spkadv import encoders
+from spkadv import encoders, threads
 from spkadv.audio import save_audio
 from spkadv.encoders import EncoderError
 
@@ -240,13 +240,13 @@ def test_embed_workers_resolution() -> None:
 
 def test_embed_workers_from_the_environment(monkeypatch) -> None:
     many = encoders.MIN_WORKER_BATCHES
-    monkeypatch.delenv(encoders.ENV_EMBED_WORKERS, raising=False)
+    monkeypatch.delenv(threads.ENV_EMBED_WORKERS, raising=False)
     with torch_threads(2):
         assert encoders.embed_workers(None, many) == 1  # unset: this process (safe in scripts)
-        monkeypatch.setenv(encoders.ENV_EMBED_WORKERS, "auto")
+        monkeypatch.setenv(threads.ENV_EMBED_WORKERS, "auto")
         assert encoders.embed_workers(None, many) == 2
-        monkeypatch.setenv(encoders.ENV_EMBED_WORKERS, "3")
+        monkeypatch.setenv(threads.ENV_EMBED_WORKERS, "3")
         assert encoders.embed_workers(None, many) == 3
-        monkeypatch.setenv(encoders.ENV_EMBED_WORKERS, "many")
+        monkeypatch.setenv(threads.ENV_EMBED_WORKERS, "many")
         with pytest.raises(ValueError, match="SPKADV_EMBED_WORKERS"):
             encoders.embed_workers(None, many)

@@ -454,13 +454,12 @@ def embed_files(
 MIN_WORKER_BATCHES = 64  # below this, starting worker processes costs more than it saves
 
 
-ENV_EMBED_WORKERS = "SPKADV_EMBED_WORKERS"  # same name as spkadv.threads.ENV_EMBED_WORKERS
-
-
 def embed_workers(
     workers: int | None, batches: int, device: torch.device | str = "cpu", parallel: bool = True
 ) -> int:
     """The process count :func:`embed_files` uses for ``workers`` and ``batches`` left to embed."""
+    from spkadv.threads import ENV_EMBED_WORKERS, worker_count
+
     if workers is None:
         setting = os.environ.get(ENV_EMBED_WORKERS, "").strip().lower()
         if setting in ("", "1"):
@@ -471,12 +470,8 @@ def embed_workers(
             raise ValueError(
                 f"{ENV_EMBED_WORKERS}={setting!r}: give a number of processes or auto"
             ) from None
-    if workers < 0:
-        raise ValueError(f"workers={workers}: expected 0 (automatic), 1 or more processes")
-    if workers == 0:
-        worth = parallel and torch.device(device).type == "cpu" and batches >= MIN_WORKER_BATCHES
-        workers = torch.get_num_threads() if worth else 1
-    return max(1, min(workers, batches))
+    worth = parallel and torch.device(device).type == "cpu" and batches >= MIN_WORKER_BATCHES
+    return worker_count(workers, batches, parallel=worth)
 
 
 _WORKER_ENCODER: SpeakerEncoder | None = None

@@ -523,12 +523,10 @@ def portable_copy(model: ProtectionModel) -> ProtectionModel:
 
 def resolve_workers(model: ProtectionModel, workers: int, items: int) -> int:
     """The process count :func:`write_conditions` uses for ``workers`` (see there)."""
-    if workers < 0:
-        raise ValueError(f"workers={workers}: expected 0 (automatic), 1 or more processes")
-    if workers == 0:
-        on_cpu = next(model.generator.parameters()).device.type == "cpu"
-        workers = torch.get_num_threads() if on_cpu else 1
-    return max(1, min(workers, items))
+    from spkadv.threads import worker_count
+
+    on_cpu = next(model.generator.parameters()).device.type == "cpu"
+    return worker_count(workers, items, parallel=on_cpu)
 
 
 _WORKER_MODEL: ProtectionModel | None = None

@@ -170,6 +170,19 @@ def kernel_environment(log: Callable[[str], None] | None = None) -> Iterator[Thr
                 os.environ[key] = value
 
 
+def worker_count(workers: int, items: int, parallel: bool = True) -> int:
+    """Processes for ``items`` tasks: ``workers`` as given (1: in this process), or for 0 one per
+    torch thread of this process when ``parallel`` (the work is on the CPU and worth sharing),
+    else 1; never more than the tasks, at least 1. Raises ValueError for a negative count."""
+    if workers < 0:
+        raise ValueError(f"workers={workers}: expected 0 (automatic), 1 or more processes")
+    if workers == 0:
+        import torch
+
+        workers = torch.get_num_threads() if parallel else 1
+    return max(1, min(workers, items))
+
+
 def process_map(
     fn: Callable[..., Any],
     calls: Sequence[tuple[tuple, dict]],
