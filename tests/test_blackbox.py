@@ -109,3 +109,31 @@ def test_lowpass_probe_writes_a_protected_set_at_the_perturbations_power(tmp_pat
     )
     a, b = load_audio(plain[0]), load_audio(probe[0])
     assert snr_db(x, b) == pytest.approx(snr_db(x, a), abs=0.05) and not np.allclose(a, b)
+
+
+def test_shaped_noise_is_at_the_snr_in_its_band_and_follows_the_level_when_asked() -> None:
+    from spkadv.metrics import snr_db
+
+    x = _speech(2.0)
+    x[16000:] *= 0.01  # a quiet second half: level-shaped noise must be quieter there
+    for shape in blackbox.NOISE_SHAPES:
+        y = blackbox.shaped_noise(x, shape, 25.0, seed=3)
+        assert y.shape == x.shape and y.dtype == np.float32
+        assert abs(snr_db(x, y) - 25.0) < 0.01, shape
+    spectrum = lambda d: torch.fft.rfft(torch.from_numpy(d.astype(np.float32))).abs().pow(2)  # noqa: E731
+    cut = int(2000 / 8000 * (len(x) // 2 + 1))  # the bin at 2 kHz
+    high = spectrum(blackbox.shaped_noise(x, "high", 25.0) - x)
+    low = spectrum(blackbox.shaped_noise(x, "low", 25.0) - x)
+    assert float(high[: cut // 2].sum() / high.sum()) < 0.01  # little below 1 kHz
+    assert float(low[2 * cut :].sum() / low.sum()) < 0.01  # little above 4 kHz
+    flat, level = (blackbox.shaped_noise(x, s, 25.0) - x for s in ("flat", "level"))
+    ratio = lambda d: np.mean(d[:16000] ** 2) / np.mean(d[16000:] ** 2)  # noqa: E731
+    assert 0.8 < ratio(flat) < 1.25 and ratio(level) > 100
+    np.testing.assert_array_equal(
+        blackbox.shaped_noise(x, "flat", 25.0, seed=3),
+        blackbox.shaped_noise(x, "flat", 25.0, seed=3),
+    )
+    with pytest.raises(ValueError, match="unknown noise shape"):
+        blackbox.shaped_noise(x, "pink", 25.0)
+    with pytest.raises(ValueError, match="non-silent"):
+        blackbox.shaped_noise(np.zeros(16000, np.float32), "flat", 25.0)

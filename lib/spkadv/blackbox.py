@@ -6,7 +6,9 @@ protected set is scored with the white-box encoder and with a black-box one (all
 attack study), beside Gaussian noise of the same power (``gn``). To see *where* the perturbation
 acts, :func:`band_snr` gives its SNR per mel band, and :func:`feature_change` how much it moves
 the two kinds of features the encoders read: CAM++ reads mean-normalised log-mel fbanks, GE2E
-(resemblyzer) a linear-power mel spectrogram.
+(resemblyzer) a linear-power mel spectrogram; :func:`shaped_noise` makes noise of one power in
+different shapes (flat or following the speech level, above or below 2 kHz), to ask which kind of
+change an encoder is sensitive to at all.
 """
 
 from __future__ import annotations
@@ -72,24 +74,76 @@ def protect_set(
     return [folders["adv"] / f"{u}.wav" for u in rows["utt_id"]]
 
 
-def lowpass_map(cutoff_hz: float, taps: int = 101):
-    """δ → δ low-passed at ``cutoff_hz`` (windowed-sinc FIR, zero phase), rescaled per row to
-    δ's power, so the SNR is unchanged: the same perturbation power moved below the cutoff."""
+def _lowpass_kernel(cutoff_hz: float, taps: int = 101) -> torch.Tensor:
+    """Windowed-sinc low-pass FIR (Hamming, unit DC gain), shaped (1, 1, taps) for conv1d."""
     if not 0 < cutoff_hz < SAMPLE_RATE / 2:
         raise ValueError(f"lowpass_hz={cutoff_hz}: expected a cutoff in (0, {SAMPLE_RATE // 2}) Hz")
     t = torch.arange(taps, dtype=torch.float32) - taps // 2
     fc = cutoff_hz / SAMPLE_RATE
     kernel = 2 * fc * torch.sinc(2 * fc * t) * torch.hamming_window(taps, periodic=False)
-    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+    return (kernel / kernel.sum()).view(1, 1, -1)
+
+
+def _lowpass(signal: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """[B, T] filtered with ``kernel`` (zero phase, same length)."""
+    pad = kernel.shape[-1] // 2
+    return torch.nn.functional.conv1d(signal.unsqueeze(1), kernel, padding=pad).squeeze(1)
+
+
+def lowpass_map(cutoff_hz: float, taps: int = 101):
+    """δ → δ low-passed at ``cutoff_hz`` (windowed-sinc FIR, zero phase), rescaled per row to
+    δ's power, so the SNR is unchanged: the same perturbation power moved below the cutoff."""
+    kernel = _lowpass_kernel(cutoff_hz, taps)
 
     def apply(delta: torch.Tensor) -> torch.Tensor:
-        low = torch.nn.functional.conv1d(delta.unsqueeze(1), kernel, padding=taps // 2).squeeze(1)
+        low = _lowpass(delta, kernel)
         scale = (
             delta.pow(2).sum(-1, keepdim=True) / low.pow(2).sum(-1, keepdim=True).clamp_min(1e-20)
         ).sqrt()
         return low * scale
 
     return apply
+
+
+NOISE_SHAPES = ("flat", "level", "high", "high_level", "low", "low_level")
+
+
+def shaped_noise(
+    x: np.ndarray,
+    shape: str,
+    snr_db: float,
+    seed: int = 0,
+    cutoff_hz: float = 2000.0,
+    level_window: int = 801,
+    level_floor: float = 1e-3,
+) -> np.ndarray:
+    """x plus Gaussian noise of one ``shape`` at exactly ``snr_db`` against x (whole utterance).
+
+    Shapes, in time and frequency: ``flat`` (white, constant power: the ``gn`` condition);
+    ``level`` (white times x's local RMS level, as the level-scaled perturbation is: loud where
+    the speech is, nearly absent in pauses); ``high`` / ``low`` (white above / below
+    ``cutoff_hz``, constant power); ``high_level`` / ``low_level`` (band-limited and level
+    shaped). Asks which kind of noise an encoder is sensitive to, with no model involved.
+    """
+    from spkadv.models import local_level
+
+    if shape not in NOISE_SHAPES:
+        raise ValueError(
+            f"unknown noise shape {shape!r}: expected one of {', '.join(NOISE_SHAPES)}"
+        )
+    x = np.asarray(x, dtype=np.float32)
+    power = float(np.mean(np.square(x, dtype=np.float64)))
+    if x.ndim != 1 or power == 0.0:
+        raise ValueError("shaped_noise needs a non-silent mono waveform (1-D, not all zeros)")
+    noise = torch.from_numpy(np.random.default_rng(seed).standard_normal(len(x)).astype(np.float32))
+    if shape.startswith(("high", "low")):
+        low = _lowpass(noise[None], _lowpass_kernel(cutoff_hz))[0]
+        noise = low if shape.startswith("low") else noise - low
+    if shape.endswith("level"):
+        noise = noise * local_level(torch.from_numpy(x)[None], level_window, level_floor)[0]
+    noise = noise.double().numpy()
+    noise *= np.sqrt(power / 10 ** (snr_db / 10) / np.mean(noise**2))
+    return (x + noise).astype(np.float32)
 
 
 _PROBE_MODEL: protect.ProtectionModel | None = None
