@@ -137,3 +137,7 @@ def test_shaped_noise_is_at_the_snr_in_its_band_and_follows_the_level_when_asked
         blackbox.shaped_noise(x, "pink", 25.0)
     with pytest.raises(ValueError, match="non-silent"):
         blackbox.shaped_noise(np.zeros(16000, np.float32), "flat", 25.0)
+    with pytest.raises(ValueError, match="finite"):
+        blackbox.shaped_noise(np.full(16000, np.nan, np.float32), "flat", 25.0)
+    with pytest.raises(ValueError, match="1-D"):
+        blackbox.shaped_noise(np.stack([x, x]), "flat", 25.0)

@@ -126,14 +126,17 @@ def shaped_noise(
     shaped). Asks which kind of noise an encoder is sensitive to, with no model involved.
     """
     from spkadv.models import local_level
+    from spkadv.purify import _wave
 
     if shape not in NOISE_SHAPES:
         raise ValueError(
             f"unknown noise shape {shape!r}: expected one of {', '.join(NOISE_SHAPES)}"
         )
-    x = np.asarray(x, dtype=np.float32)
+    x = _wave(x, "shaped_noise").astype(np.float32)  # the purifiers' input check: 1-D, float
+    if not np.isfinite(snr_db) or not np.isfinite(x).all():
+        raise ValueError("shaped_noise: the SNR and every sample must be finite")
     power = float(np.mean(np.square(x, dtype=np.float64)))
-    if x.ndim != 1 or power == 0.0:
+    if power == 0.0:
         raise ValueError("shaped_noise needs a non-silent mono waveform (1-D, not all zeros)")
     noise = torch.from_numpy(np.random.default_rng(seed).standard_normal(len(x)).astype(np.float32))
     if shape.startswith(("high", "low")):
