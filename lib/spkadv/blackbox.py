@@ -44,14 +44,16 @@ def protect_set(
     progress: bool = True,
 ) -> list[Path]:
     """Protect ``rows`` (``utt_id``, ``path``) with ``settings`` (``code_steps``, ``code_shift``;
-    ``lowpass_hz``: the probe of :func:`lowpass_map`) into ``folder/adv`` (and matched noise into
-    ``folder/gn``); utterances with both files written are kept, so an interrupted run continues.
-    Returns the adv paths in ``rows``' order."""
-    unknown = set(settings) - {"code_steps", "code_shift", "lowpass_hz"}
+    ``code_surrogates``: surrogate encoders joining the white box in the code's loss, see
+    :meth:`spkadv.protect.ProtectionModel.code_encoder`; ``lowpass_hz``: the probe of
+    :func:`lowpass_map`) into ``folder/adv`` (and matched noise into ``folder/gn``); utterances with
+    both files written are kept, so an interrupted run continues. Returns the adv paths in
+    ``rows``' order."""
+    known = ("code_steps", "code_shift", "code_surrogates", "lowpass_hz")
+    unknown = set(settings) - set(known)
     if unknown:
         raise ValueError(
-            f"unknown protect-time settings {sorted(unknown)}: expected code_steps, code_shift, "
-            "lowpass_hz"
+            f"unknown protect-time settings {sorted(unknown)}: expected {', '.join(known)}"
         )
     folders = {"adv": folder / "adv", "gn": folder / "gn"}
     for path in folders.values():
@@ -60,7 +62,7 @@ def protect_set(
     todo = rows[[not d for d in done]]
     if len(todo):
         meta = dict(model.meta)
-        model.meta.update(settings)  # protection_code reads code_steps and code_shift from here
+        model.meta.update(settings)  # protection_code reads the code settings from here
         try:
             if settings.get("lowpass_hz"):
                 _protect_lowpass(

@@ -293,8 +293,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.bf16:
-        from spkadv.precision import bf16_model
+        from spkadv.precision import bf16_available, bf16_model
 
+        if not bf16_available():
+            print(
+                "note: --bf16 on a CPU without native bf16 (AMX-BF16 or AVX512-BF16) is emulated "
+                "and likely slower than float32",
+                file=sys.stderr,
+            )
         model = bf16_model(model)
     from tqdm.auto import tqdm
 

@@ -59,6 +59,7 @@ class ProtectionModel:
     config: SSEDConfig
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     _encoder: Any = dataclasses.field(default=None, repr=False, compare=False)
+    _code_encoders: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def receptive_field(self) -> int:
@@ -84,6 +85,28 @@ class ProtectionModel:
             device = next(self.generator.parameters()).device
             self._encoder = load_encoder(name, device)
         return self._encoder
+
+    def code_encoder(self) -> torch.nn.Module:
+        """What the per-utterance code is optimised against: the white-box encoder, joined by the
+        surrogates listed in ``meta["code_surrogates"]`` (``[{"path", "weight"}]``, weights relative
+        to the white box's 1; beyond the paper, see :mod:`spkadv.surrogate`) when there are any."""
+        extra = self.meta.get("code_surrogates") or []
+        if not extra:
+            return self.encoder()
+        key = json.dumps(extra, sort_keys=True)
+        if key not in self._code_encoders:
+            from spkadv.surrogate import EnsembleEncoder, load_surrogate
+
+            device = next(self.generator.parameters()).device
+            try:
+                members = [load_surrogate(item["path"], device) for item in extra]
+                weights = [1.0] + [float(item["weight"]) for item in extra]
+            except (KeyError, TypeError) as err:
+                raise ModelFileError(
+                    f'meta["code_surrogates"] must be a list of {{"path": ..., "weight": ...}}, got {extra!r}'
+                ) from err
+            self._code_encoders[key] = EnsembleEncoder([self.encoder(), *members], weights)
+        return self._code_encoders[key]
 
     def embedding(self, x: np.ndarray) -> torch.Tensor | None:
         """Utterance embedding that conditions the modules on ``x``, or None if unconditioned."""
@@ -388,7 +411,7 @@ def protection_code(
     """The per-utterance code of ``x`` for a ``code_film`` model (None for other models).
 
     ``steps`` optimisation steps (default: the model's ``meta["code_steps"]``) against the model's
-    white-box encoder, under CPU bf16 autocast when ``meta["code_bf16"]``; see
+    white-box encoder (with the surrogates of ``meta["code_surrogates"]``, :meth:`ProtectionModel.code_encoder`), under CPU bf16 autocast when ``meta["code_bf16"]``; see
     :func:`spkadv.conditioning.optimise_code`. ``x`` is a waveform or a signal read in pieces (an
     object with ``read(start, stop)`` and ``len()``, such as :class:`spkadv.streaming.AudioSource`):
     the code is the same, and only the piece being optimised is in memory. ``delta_map``: see
@@ -409,7 +432,7 @@ def protection_code(
         signal, total = (lambda a, b: _validate(x.read(a, b))), len(x)
     code, _ = optimise_code(
         model.generator,
-        model.encoder(),
+        model.code_encoder(),
         signal,
         model.eps,
         steps,
@@ -518,6 +541,7 @@ def portable_copy(model: ProtectionModel) -> ProtectionModel:
         generator=copy.deepcopy(model.generator).cpu(),
         removal=None if model.removal is None else copy.deepcopy(model.removal).cpu(),
         _encoder=None,
+        _code_encoders={},
     )
 
 

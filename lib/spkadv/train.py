@@ -71,7 +71,7 @@ class TrainConfig:
         "utterance"  # eq. 2 against the clean utterance (paper) | its speaker centroid
     )
     code_sigma: float = 0.0  # model.code_film: std of the random per-example codes seen in training
-    cpu_bf16: bool = False  # bf16 autocast of the forward passes on CPU too (CUDA always uses it)
+    cpu_bf16: bool = False  # bf16 autocast of the forward passes on CPU too, where the CPU has native bf16 (CUDA always uses it)
 
     def __post_init__(self) -> None:
         if self.removal_steps < 0:
@@ -349,7 +349,9 @@ def train(
     generator.train()
     if removal is not None:
         removal.train()
-    autocast = cuda or config.cpu_bf16
+    from spkadv.precision import cpu_bf16_enabled
+
+    autocast = cuda or cpu_bf16_enabled(config.cpu_bf16, log=progress and rank == 0)
     code_dim = config.model.code_dim
     code_rng = torch.Generator().manual_seed(config.seed + 7919)
 
