@@ -50,14 +50,18 @@ def test_surrogate_learns_to_tell_two_voices_apart_and_is_seeded() -> None:
         assert torch.equal(a, b)
 
 
-def test_save_and_load_give_the_same_embeddings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_mel", [True, False])
+def test_save_and_load_give_the_same_embeddings(tmp_path: Path, log_mel: bool) -> None:
     waves, speakers = _corpus(2)
-    model, _ = surrogate.train_surrogate(waves, speakers, dataclasses.replace(TINY, steps=5))
-    digest = surrogate.save_surrogate(model, TINY, tmp_path / "s.pt")
+    cfg = dataclasses.replace(TINY, steps=5, log_mel=log_mel)
+    model, _ = surrogate.train_surrogate(waves, speakers, cfg)
+    digest = surrogate.save_surrogate(model, cfg, tmp_path / "s.pt")
     loaded = surrogate.load_surrogate(tmp_path / "s.pt")
     x = torch.from_numpy(waves[0])[None]
     assert torch.equal(model.embed(x), loaded.embed(x))
     assert loaded.fingerprint == digest and loaded.dim == TINY.dim
+    frames = loaded.mel(x)  # log-compressed or GE2E's linear mel power
+    assert bool((frames < 0).any()) is log_mel
     with pytest.raises(FileNotFoundError, match="train it first"):
         surrogate.load_surrogate(tmp_path / "missing.pt")
     torch.save({"weights": 1}, tmp_path / "bad.pt")

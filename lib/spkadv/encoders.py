@@ -181,6 +181,10 @@ class GE2EEncoder(SpeakerEncoder):
             starts = starts[:-1]
         return starts
 
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A partial window's embedding before normalisation: linear + ReLU (Resemblyzer)."""
+        return F.relu(self.linear(hidden))
+
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         rms = waves.pow(2).mean(dim=1, keepdim=True).clamp_min(1e-12).sqrt()
         gain = (10 ** (self.target_dbfs / 20) / rms).clamp_min(1.0)
@@ -193,7 +197,7 @@ class GE2EEncoder(SpeakerEncoder):
         partials = torch.stack([frames[:, s : s + self.partial_frames] for s in starts], dim=1)
         batch, n_partials = partials.shape[:2]
         _, (hidden, _) = self.lstm(partials.flatten(0, 1))
-        partial_embeds = F.normalize(F.relu(self.linear(hidden[-1])), dim=-1)
+        partial_embeds = F.normalize(self.project(hidden[-1]), dim=-1)
         return F.normalize(partial_embeds.view(batch, n_partials, -1).mean(dim=1), dim=-1)
 
 

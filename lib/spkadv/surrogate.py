@@ -40,12 +40,15 @@ class SurrogateConfig:
     hidden: int = 128  # LSTM units per layer (GE2E: 256)
     layers: int = 2  # LSTM layers (GE2E: 3)
     dim: int = 128  # embedding size (GE2E: 256)
-    steps: int = 1200  # training steps
+    steps: int = 3000  # training steps
     batch: int = 32  # crops per step
     crop_seconds: float = 1.6  # crop length (GE2E's partial window)
-    lr: float = 1.0e-3  # Adam learning rate
-    scale: float = 30.0  # additive-margin softmax scale
-    margin: float = 0.2  # additive-margin softmax margin
+    lr: float = 3.0e-3  # Adam learning rate
+    scale: float = 10.0  # cosine-softmax scale
+    margin: float = 0.0  # additive margin of that softmax (0: plain cosine softmax)
+    log_mel: bool = (
+        True  # log(mel + 1e-6) input (GE2E: linear mel power, which trained too slowly here)
+    )
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,11 +65,23 @@ class SurrogateConfig:
             )
 
 
+class _Log(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x + 1e-6)
+
+
 class DVectorEncoder(GE2EEncoder):
-    """GE2E-family d-vector of any size: the GE2E front end and pooling, weights of our own."""
+    """GE2E-family d-vector of any size: the GE2E front end and pooling, weights of our own, and a
+    linear projection (no ReLU) to the embedding."""
 
     def __init__(
-        self, hidden: int, layers: int, dim: int, name: str = "dvector", fingerprint: str = ""
+        self,
+        hidden: int,
+        layers: int,
+        dim: int,
+        name: str = "dvector",
+        fingerprint: str = "",
+        log_mel: bool = True,
     ):
         SpeakerEncoder.__init__(self)
         import torchaudio
@@ -84,7 +99,14 @@ class DVectorEncoder(GE2EEncoder):
             center=True,
             pad_mode="reflect",
         )
+        if log_mel:
+            self.mel = nn.Sequential(self.mel, _Log())
         self.name, self.dim, self.fingerprint = name, dim, fingerprint
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Linear, without GE2E's ReLU: with the margin softmax, a ReLU output let every unit die
+        (all-zero embeddings, no learning) in a first GE2E-sized run on speechocean762."""
+        return self.linear(hidden)
 
 
 class EnsembleEncoder(nn.Module):
@@ -147,7 +169,7 @@ def train_surrogate(
         )
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = DVectorEncoder(cfg.hidden, cfg.layers, cfg.dim)
+    model = DVectorEncoder(cfg.hidden, cfg.layers, cfg.dim, log_mel=cfg.log_mel)
     labels = torch.tensor([classes.index(s) for s in speakers])
     centres = nn.Parameter(torch.randn(len(classes), cfg.dim) * 0.01)
     params = [p for p in model.parameters() if p.requires_grad] + [centres]
@@ -192,7 +214,12 @@ def load_surrogate(path: str | os.PathLike, device: str | torch.device = "cpu") 
         raise ValueError(f"{path} is not a surrogate written by spkadv.surrogate.save_surrogate")
     cfg = SurrogateConfig(**obj["config"])
     model = DVectorEncoder(
-        cfg.hidden, cfg.layers, cfg.dim, name=f"dvector:{path.name}", fingerprint=sha256_file(path)
+        cfg.hidden,
+        cfg.layers,
+        cfg.dim,
+        name=f"dvector:{path.name}",
+        fingerprint=sha256_file(path),
+        log_mel=cfg.log_mel,
     )
     model.load_state_dict(obj["state"], strict=True)
     return model._freeze().to(device)
