@@ -64,6 +64,13 @@ def test_save_and_load_give_the_same_embeddings(tmp_path: Path, log_mel: bool) -
     assert bool((frames < 0).any()) is log_mel
     with pytest.raises(FileNotFoundError, match="train it first"):
         surrogate.load_surrogate(tmp_path / "missing.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot read the surrogate file"):
+        surrogate.load_surrogate(tmp_path / "garbage.pt")
+    mismatched = {"config": dataclasses.asdict(dataclasses.replace(cfg, log_mel=not log_mel))}
+    torch.save({**mismatched, "state": model.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="do not match"):
+        surrogate.load_surrogate(tmp_path / "other.pt")
     torch.save({"weights": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a surrogate"):
         surrogate.load_surrogate(tmp_path / "bad.pt")

@@ -149,18 +149,25 @@ class GE2EEncoder(SpeakerEncoder):
 
     def __init__(self, state_dict: dict[str, torch.Tensor], fingerprint: str, name: str = "ge2e"):
         super().__init__()
-        import torchaudio
-
         self.lstm = nn.LSTM(40, 256, 3, batch_first=True)
         self.linear = nn.Linear(256, 256)
         # Resemblyzer's checkpoint also holds the GE2E loss's similarity scale/bias: not part of
         # the embedding network, dropped before the strict load.
         state = {k: v for k, v in state_dict.items() if not k.startswith("similarity_")}
         _load_strict(self, state, name)  # before self.mel exists: its buffers are not weights
-        self.mel = torchaudio.transforms.MelSpectrogram(
+        self.mel = self.front_end()
+        self.name, self.dim, self.fingerprint = name, 256, fingerprint
+        self._freeze()
+
+    @classmethod
+    def front_end(cls) -> nn.Module:
+        """Resemblyzer's front end as a torch module: 40-band Slaney mel power, 25 ms / 10 ms."""
+        import torchaudio
+
+        return torchaudio.transforms.MelSpectrogram(
             sample_rate=SAMPLE_RATE,
             n_fft=400,
-            hop_length=self.hop,
+            hop_length=cls.hop,
             n_mels=40,
             power=2.0,
             norm="slaney",
@@ -168,8 +175,6 @@ class GE2EEncoder(SpeakerEncoder):
             center=True,
             pad_mode="reflect",
         )
-        self.name, self.dim, self.fingerprint = name, 256, fingerprint
-        self._freeze()
 
     def partial_slices(self, n_samples: int) -> list[int]:
         """Start frames of the partial windows (Resemblyzer's ``compute_partial_slices``)."""

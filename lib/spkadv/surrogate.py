@@ -3,10 +3,12 @@
 Adversarial perturbations carry over to an unseen encoder better when they are optimised against
 several encoders at once (an ensemble of surrogates). Only one speaker encoder ships offline
 besides the black box (CAM++, the white box), so this module trains a small one on the profile's
-*train* speakers: a d-vector of the GE2E family (Wan et al., 2018: an LSTM over 40-band mel power
+*train* speakers: a d-vector of the GE2E family (Wan et al., 2018: an LSTM over 40-band mel
 frames of 1.6 s partial windows, the utterance embedding the mean of the L2-normalised partial
-embeddings), with the published front end and pooling but its own size, weights and training
-data. Trained with an additive-margin softmax over the train speakers on random 1.6 s crops.
+embeddings), with GE2E's mel filters and pooling but its own size, weights and training data, and by
+default log-compressed mel input and a linear output (GE2E: linear mel power, ReLU output; that
+combination did not learn here). Trained with a cosine softmax (optionally with an additive margin)
+over the train speakers on random 1.6 s crops.
 
 :class:`EnsembleEncoder` joins encoders into one whose cosine is the weighted mean of theirs, so
 the code optimisation (:func:`spkadv.conditioning.optimise_code`) takes it unchanged.
@@ -46,9 +48,7 @@ class SurrogateConfig:
     lr: float = 3.0e-3  # Adam learning rate
     scale: float = 10.0  # cosine-softmax scale
     margin: float = 0.0  # additive margin of that softmax (0: plain cosine softmax)
-    log_mel: bool = (
-        True  # log(mel + 1e-6) input (GE2E: linear mel power, which trained too slowly here)
-    )
+    log_mel: bool = True  # log(mel + 1e-6) input (GE2E: linear mel power, too slow to train here)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -84,23 +84,9 @@ class DVectorEncoder(GE2EEncoder):
         log_mel: bool = True,
     ):
         SpeakerEncoder.__init__(self)
-        import torchaudio
-
         self.lstm = nn.LSTM(40, hidden, layers, batch_first=True)
         self.linear = nn.Linear(hidden, dim)
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=SAMPLE_RATE,
-            n_fft=400,
-            hop_length=self.hop,
-            n_mels=40,
-            power=2.0,
-            norm="slaney",
-            mel_scale="slaney",
-            center=True,
-            pad_mode="reflect",
-        )
-        if log_mel:
-            self.mel = nn.Sequential(self.mel, _Log())
+        self.mel = nn.Sequential(self.front_end(), _Log()) if log_mel else self.front_end()
         self.name, self.dim, self.fingerprint = name, dim, fingerprint
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -155,8 +141,8 @@ def train_surrogate(
     cfg: SurrogateConfig = SurrogateConfig(),
     progress: bool = False,
 ) -> tuple[DVectorEncoder, list[dict[str, float]]]:
-    """Train a :class:`DVectorEncoder` on ``waves`` of ``speakers`` (additive-margin softmax over
-    the speakers, random crops). Seeded. Returns the frozen encoder and a history of
+    """Train a :class:`DVectorEncoder` on ``waves`` of ``speakers`` (cosine softmax with
+    ``cfg.margin`` over the speakers, random crops). Seeded. Returns the frozen encoder and a history of
     ``{"step", "loss", "accuracy"}`` (training-batch accuracy, every 50 steps and the last)."""
     from tqdm.auto import tqdm
 
@@ -209,7 +195,12 @@ def load_surrogate(path: str | os.PathLike, device: str | torch.device = "cpu") 
         raise FileNotFoundError(
             f"surrogate encoder {path} not found: train it first (notebook 93 with a surrogate variant)"
         )
-    obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, garbage bytes, pickled code: all refused here
+        raise ValueError(
+            f"{path}: cannot read the surrogate file ({type(err).__name__}: {err})"
+        ) from err
     if not isinstance(obj, dict) or "config" not in obj or "state" not in obj:
         raise ValueError(f"{path} is not a surrogate written by spkadv.surrogate.save_surrogate")
     cfg = SurrogateConfig(**obj["config"])
@@ -221,7 +212,12 @@ def load_surrogate(path: str | os.PathLike, device: str | torch.device = "cpu") 
         fingerprint=sha256_file(path),
         log_mel=cfg.log_mel,
     )
-    model.load_state_dict(obj["state"], strict=True)
+    try:
+        model.load_state_dict(obj["state"], strict=True)
+    except RuntimeError as err:  # weights of another size or front end than its config says
+        raise ValueError(
+            f"{path}: the weights do not match the surrogate's config ({err})"
+        ) from err
     return model._freeze().to(device)
 
 
