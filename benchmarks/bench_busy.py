@@ -8,6 +8,11 @@ single-threaded process (a Python spin loop started by the benchmark), for three
 * ``spkadv_policy``: ``spkadv.threads.configure()`` before torch starts (passive waiting, threads
   from the cores free at start), as the ``spkadv`` command and the pipeline's kernels do.
 
+A second workload, a float32 joint-training step of the default model (batch 4 × 1 s, CAM++ white
+box; steps/s), is measured for ``passive_wait``, ``spkadv_policy`` and ``one_thread``: many small
+parallel regions, where sleeping idle threads pay a wake-up each time (``train_policy_speedup``:
+the policy's steps/s over passive waiting's, alone).
+
 Each measurement runs in a fresh process (the waiting policy is read once, when torch starts its
 thread pool) at the benchmark's own priority, with the busy process at the same priority. The
 slowdown is batches/s alone divided by batches/s beside the busy process; conditions alternate
@@ -41,8 +46,44 @@ CLEARED = (
 )
 
 
-def embed_rate(setting: str, seconds: float) -> dict[str, Any]:
-    """Worker (its own process, env prepared by :func:`_launch`): CAM++ batches per second."""
+TRAIN_SETTINGS = ("passive_wait", "spkadv_policy", "one_thread")
+
+
+def _train_step():
+    """A float32 joint-training step of the default model (F_P, F_R, CAM++; the default batch)."""
+    import numpy as np
+    import torch
+    from spkadv.models import RemovalModule, SSEDGenerator
+
+    from benchmarks.bench_train import default_train_config, training_waves
+
+    config, _ = default_train_config(False)
+    encoder = common.require("spkadv.encoders", "CAM++").load("campplus", device="cpu")
+    torch.manual_seed(0)
+    generator, removal = SSEDGenerator(config.model), RemovalModule(config.model)
+    optimizer = torch.optim.Adam([*generator.parameters(), *removal.parameters()], lr=1e-4)
+    crop = int(config.crop_seconds * common.SAMPLE_RATE)
+    waves, audio = training_waves(config.batch_size)
+    x = torch.stack([torch.from_numpy(np.resize(w, crop)) for w in waves])
+
+    def step() -> None:
+        with torch.no_grad():
+            z = encoder.embed(x)
+        n, m = generator(x)
+        x_adv = x + config.eps * n * m
+        n_r, m_r = removal(x_adv.detach())
+        cos = torch.nn.functional.cosine_similarity(z, encoder.embed(x_adv), dim=-1).mean()
+        loss = cos + ((n_r * m_r + n * m) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, f"batch {config.batch_size} x {config.crop_seconds:g} s ({audio})"
+
+
+def embed_rate(setting: str, seconds: float, workload: str = "embed") -> dict[str, Any]:
+    """Worker (its own process, env prepared by :func:`_launch`): CAM++ batches per second, or
+    training steps per second for ``workload="train"``."""
     plan = None
     if setting == "spkadv_policy":
         from spkadv import threads
@@ -54,25 +95,33 @@ def embed_rate(setting: str, seconds: float) -> dict[str, Any]:
 
     load_before = os.getloadavg()
     busy_before, _ = threads.busy_cores()
-    encoders = common.require("spkadv.encoders", "CAM++ embedding")
-    encoder = encoders.load("campplus", device="cpu")
-    x, source = common.speech_signal(BATCH * UTT_SECONDS)
-    batch = torch.from_numpy(np.ascontiguousarray(x.reshape(BATCH, -1)))
-    with torch.inference_mode():
-        encoder.embed(batch)  # warm-up
-        count, t0 = 0, time.perf_counter()
-        while True:
-            encoder.embed(batch)
-            count += 1
-            elapsed = time.perf_counter() - t0
-            if elapsed >= seconds and count >= 2:
-                break
+    if workload == "train":
+        work, source = _train_step()
+    else:
+        encoders = common.require("spkadv.encoders", "CAM++ embedding")
+        encoder = encoders.load("campplus", device="cpu")
+        x, source = common.speech_signal(BATCH * UTT_SECONDS)
+        batch = torch.from_numpy(np.ascontiguousarray(x.reshape(BATCH, -1)))
+
+        def work() -> None:
+            with torch.inference_mode():
+                encoder.embed(batch)
+
+    work()  # warm-up
+    count, t0 = 0, time.perf_counter()
+    while True:
+        work()
+        count += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds and count >= 2:
+            break
     return {
         "setting": setting,
+        "workload": workload,
         "batches_per_s": count / elapsed,
         "batches": count,
         "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: spinning)"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: spin, then sleep)"),
         "policy": None if plan is None else plan.describe(),
         "load_average_1min": load_before[0],
         "busy_cores_before": busy_before,
@@ -80,7 +129,7 @@ def embed_rate(setting: str, seconds: float) -> dict[str, Any]:
     }
 
 
-def _launch(setting: str, seconds: float) -> dict[str, Any]:
+def _launch(setting: str, seconds: float, workload: str = "embed") -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     if setting == "one_thread":
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -91,7 +140,7 @@ def _launch(setting: str, seconds: float) -> dict[str, Any]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
     code = (
         "import json, sys\nfrom benchmarks import bench_busy\n"
-        f"print('{common.RESULT_TAG}' + json.dumps(bench_busy.embed_rate({setting!r}, {seconds})))"
+        f"print('{common.RESULT_TAG}' + json.dumps(bench_busy.embed_rate({setting!r}, {seconds}, {workload!r})))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=900
@@ -105,12 +154,12 @@ def _launch(setting: str, seconds: float) -> dict[str, Any]:
     return json.loads(lines[-1][len(common.RESULT_TAG) :])
 
 
-def measure(setting: str, busy: bool, seconds: float) -> dict[str, Any]:
+def measure(setting: str, busy: bool, seconds: float, workload: str = "embed") -> dict[str, Any]:
     spinner = subprocess.Popen([sys.executable, "-c", SPIN]) if busy else None
     try:
         if spinner is not None:
             time.sleep(1.0)  # running before the worker looks at the free cores
-        row = _launch(setting, seconds)
+        row = _launch(setting, seconds, workload)
     finally:
         if spinner is not None:
             spinner.kill()
@@ -142,6 +191,24 @@ def run(quick: bool = False) -> dict[str, Any]:
                 flush=True,
             )
         out[f"slowdown_{setting}"] = pair[False]["batches_per_s"] / pair[True]["batches_per_s"]
+    for setting in TRAIN_SETTINGS:
+        for busy in (False, True):
+            row = measure(setting, busy, seconds, "train")
+            rows.append(row)
+            where = "beside" if busy else "alone"
+            out[f"train_steps_per_s_{setting}_{where}"] = row["batches_per_s"]
+            print(
+                f"  train step, {setting:<14} {'beside a busy process' if busy else 'alone':<22} "
+                f"{1 / row['batches_per_s']:.2f} s/step, {row['threads']} thread(s), "
+                f"{row['omp_wait_policy']}, {row['busy_cores_before']:.1f} cores busy before",
+                flush=True,
+            )
+    out["train_policy_speedup"] = (
+        out["train_steps_per_s_spkadv_policy_alone"] / out["train_steps_per_s_passive_wait_alone"]
+    )
+    out["train_slowdown_spkadv_policy"] = (
+        out["train_steps_per_s_spkadv_policy_alone"] / out["train_steps_per_s_spkadv_policy_beside"]
+    )
     out["rows"] = rows
     out["busy_machine_slowdown"] = out["slowdown_spkadv_policy"]
     out["busy_machine_slowdown_target"] = TARGET_SLOWDOWN

@@ -99,6 +99,8 @@ HEADLINE: dict[str, tuple[str, str, str, Any]] = {
     ),
     "busy_machine_slowdown": ("busy", "busy_machine_slowdown", "<= 2.5", lambda v: v <= 2.5),
     "busy_machine_slowdown_torch_default": ("busy", "slowdown_torch_default", "", None),
+    "train_policy_speedup": ("busy", "train_policy_speedup", "", None),
+    "train_slowdown_busy": ("busy", "train_slowdown_spkadv_policy", "", None),
     "bf16_protect_speedup": ("bf16", "bf16_protect_speedup", "", None),
     "bf16_train_speedup": ("bf16", "bf16_train_speedup", "", None),
     "bf16_code_speedup": ("bf16", "bf16_code_speedup", "", None),

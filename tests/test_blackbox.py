@@ -141,3 +141,46 @@ def test_shaped_noise_is_at_the_snr_in_its_band_and_follows_the_level_when_asked
         blackbox.shaped_noise(np.full(16000, np.nan, np.float32), "flat", 25.0)
     with pytest.raises(ValueError, match="1-D"):
         blackbox.shaped_noise(np.stack([x, x]), "flat", 25.0)
+
+
+def test_pgd_set_stays_in_the_snr_ball_moves_the_embedding_and_continues(tmp_path: Path) -> None:
+    from spkadv import metrics
+    from spkadv.audio import load_audio
+
+    torch.manual_seed(0)
+    encoder = RandomConvEncoder()
+    clean = [_speech(0.8, seed=i) for i in range(2)]
+    ids = ["u0", "u1"]
+    paths = blackbox.pgd_set(encoder, clean, ids, tmp_path / "pgd", 20.0, steps=3, progress=False)
+    assert [p.name for p in paths] == ["u0.wav", "u1.wav"]
+    for x, path in zip(clean, paths, strict=True):
+        adv, gn = load_audio(path), load_audio(tmp_path / "pgd" / "gn" / path.name)
+        assert metrics.snr_db(x, adv) >= 20.0 - 0.01  # inside the L2 ball
+        assert abs(metrics.snr_db(x, gn) - metrics.snr_db(x, adv)) < 0.5  # noise of δ's power
+        with torch.no_grad():
+            z, z_adv, z_gn = (encoder.embed(torch.from_numpy(w)[None]) for w in (x, adv, gn))
+        cos_adv = float(torch.nn.functional.cosine_similarity(z, z_adv).squeeze())
+        cos_gn = float(torch.nn.functional.cosine_similarity(z, z_gn).squeeze())
+        assert cos_adv < cos_gn  # the attack does more than noise of its power
+    first = paths[0].stat().st_mtime_ns
+    paths[1].unlink()
+    blackbox.pgd_set(encoder, clean, ids, tmp_path / "pgd", 20.0, steps=3, progress=False)
+    assert paths[0].stat().st_mtime_ns == first and paths[1].exists()  # only the missing one redone
+    with pytest.raises(ValueError, match="2 waveforms but 1"):
+        blackbox.pgd_set(encoder, clean, ids[:1], tmp_path / "x", 20.0, steps=1, progress=False)
+
+
+def test_pgd_key_follows_the_attacked_encoders_subset_and_settings() -> None:
+    from spkadv.surrogate import EnsembleEncoder
+
+    torch.manual_seed(0)
+    a, b = RandomConvEncoder(seed=0), RandomConvEncoder(seed=1)
+    a.fingerprint, b.fingerprint = "a", "b"
+    key = blackbox.pgd_key(a, ["u0"], {"steps": 3})
+    assert key == blackbox.pgd_key(a, ["u0"], {"steps": 3})
+    assert key != blackbox.pgd_key(b, ["u0"], {"steps": 3})
+    assert key != blackbox.pgd_key(a, ["u1"], {"steps": 3})
+    assert key != blackbox.pgd_key(a, ["u0"], {"steps": 4})
+    both = EnsembleEncoder([a, b], [1.0, 1.0])
+    other = blackbox.pgd_key(b, ["u0"], {"steps": 3})
+    assert blackbox.pgd_key(both, ["u0"], {"steps": 3}) not in (key, other)

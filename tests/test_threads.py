@@ -40,7 +40,11 @@ REPORT = (
 def test_spkadv_threads_is_honoured_before_torch_starts(count):
     code = "from spkadv import threads; threads.configure(); " + REPORT
     got = _child(code, SPKADV_THREADS=str(count), OMP_NUM_THREADS="3")  # SPKADV_THREADS wins
-    assert got == {"threads": count, "wait": "PASSIVE"}
+    assert got["threads"] == count
+    # one thread: passive; two: passive unless both cores were free when it started (unset)
+    assert got["wait"] == "PASSIVE" if count == 1 else got["wait"] in ("PASSIVE", None)
+    got = _child(code, SPKADV_THREADS=str(count), OMP_WAIT_POLICY="ACTIVE")
+    assert got == {"threads": count, "wait": "ACTIVE"}  # an explicit policy is kept
 
 
 def test_the_cli_applies_the_setting_before_loading_the_model(tmp_path):
@@ -97,3 +101,35 @@ def test_kernel_environment_is_seen_by_children_and_restored(monkeypatch):
     monkeypatch.setenv(threads.ENV_EMBED_WORKERS, "1")  # an explicit setting is kept
     with threads.kernel_environment():
         assert os.environ[threads.ENV_EMBED_WORKERS] == "1"
+
+
+def test_threads_spin_only_when_they_fit_on_the_free_cores():
+    assert threads.wait_policy(2, cores=2, busy=0.0) == threads.SPIN
+    assert threads.wait_policy(2, cores=2, busy=0.4) == threads.SPIN  # rounds to 2 free cores
+    assert threads.wait_policy(2, cores=2, busy=0.6) == "PASSIVE"  # one core taken
+    assert threads.wait_policy(1, cores=2, busy=0.0) == "PASSIVE"  # nobody to wait for
+    assert threads.wait_policy(6, cores=8, busy=2.4) == threads.SPIN
+    assert threads.wait_policy(7, cores=8, busy=2.4) == "PASSIVE"
+
+
+@pytest.mark.parametrize(("busy", "expected"), [(0.0, None), (1.0, "PASSIVE")])
+def test_plan_and_kernel_environment_follow_the_load_at_start(monkeypatch, busy, expected):
+    monkeypatch.setattr(threads, "busy_cores", lambda *a, **k: (busy, "test"))
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setenv(threads.ENV_THREADS, "2")  # two threads, explicitly: only the wait changes
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    chosen = threads.plan()
+    assert chosen.threads == 2 and chosen.wait_policy == (expected or threads.SPIN)
+    assert ("unset" in chosen.describe()) == (expected is None)
+    monkeypatch.delenv(threads.ENV_THREADS)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.plan().threads == (2 if busy == 0 else 1)  # auto: the free cores
+    monkeypatch.setenv(threads.ENV_THREADS, "2")
+    with threads.kernel_environment():
+        out = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.environ.get('OMP_WAIT_POLICY'))"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    assert out == str(expected)
+    assert "OMP_WAIT_POLICY" not in os.environ  # restored

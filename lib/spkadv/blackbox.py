@@ -8,7 +8,8 @@ acts, :func:`band_snr` gives its SNR per mel band, and :func:`feature_change` ho
 the two kinds of features the encoders read: CAM++ reads mean-normalised log-mel fbanks, GE2E
 (resemblyzer) a linear-power mel spectrogram; :func:`shaped_noise` makes noise of one power in
 different shapes (flat or following the speech level, above or below 2 kHz), to ask which kind of
-change an encoder is sensitive to at all.
+change an encoder is sensitive to at all. :func:`pgd_set` bounds what transfer can give at one power:
+per-utterance PGD on the white box (no generator), scored on the black box.
 """
 
 from __future__ import annotations
@@ -74,6 +75,55 @@ def protect_set(
             model.meta.clear()
             model.meta.update(meta)
     return [folders["adv"] / f"{u}.wav" for u in rows["utt_id"]]
+
+
+def pgd_key(encoder: torch.nn.Module, utt_ids: Sequence[str], settings: dict) -> str:
+    """Cache key of one PGD set: the attacked encoder(s), the subset and the attack's settings."""
+    members = getattr(encoder, "encoders", [encoder])
+    prints = [getattr(e, "fingerprint", "") or getattr(e, "name", "?") for e in members]
+    blob = json.dumps([prints, list(utt_ids), settings], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def pgd_set(
+    encoder: torch.nn.Module,
+    clean: Sequence[np.ndarray],
+    utt_ids: Sequence[str],
+    folder: Path,
+    snr_db: float,
+    steps: int,
+    progress: bool = True,
+) -> list[Path]:
+    """Per-utterance PGD (:func:`spkadv.attacks.pgd`, L2 ball at ``snr_db``, ``steps`` gradient
+    steps, seeded by position) on ``encoder`` into ``folder/adv``, with Gaussian noise of each
+    utterance's perturbation power in ``folder/gn``. No generator is involved: this is the
+    strongest perturbation of that power the attacked encoder's gradients give, so what it does to
+    another encoder bounds what any protection optimised on that encoder can carry over at that
+    power. Utterances with both files written are kept (an interrupted run continues). Returns the
+    adv paths in ``utt_ids``' order."""
+    from tqdm.auto import tqdm
+
+    from spkadv.attacks import pgd
+    from spkadv.audio import save_audio
+
+    if len(clean) != len(utt_ids):
+        raise ValueError(f"{len(clean)} waveforms but {len(utt_ids)} utterance ids")
+    folders = {"adv": Path(folder) / "adv", "gn": Path(folder) / "gn"}
+    for path in folders.values():
+        path.mkdir(parents=True, exist_ok=True)
+    todo = [
+        i
+        for i, u in enumerate(utt_ids)
+        if not all((f / f"{u}.wav").exists() for f in folders.values())
+    ]
+    for i in tqdm(todo, desc=f"PGD on {getattr(encoder, 'name', '?')}", disable=not progress):
+        x = np.asarray(clean[i], dtype=np.float32)
+        adv = pgd(encoder, x, snr_db=snr_db, steps=steps, seed=i).x_adv
+        save_audio(folders["adv"] / f"{utt_ids[i]}.wav", adv)
+        save_audio(
+            folders["gn"] / f"{utt_ids[i]}.wav", protect.matched_noise(x, adv - x, 0, utt_ids[i])
+        )
+    return [folders["adv"] / f"{u}.wav" for u in utt_ids]
 
 
 def _lowpass_kernel(cutoff_hz: float, taps: int = 101) -> torch.Tensor:

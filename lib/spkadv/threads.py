@@ -6,16 +6,25 @@ another process holds up every parallel region. Measured on the 2-core developme
 8 × 5 s, see ``benchmarks/bench_busy.py``): 1.70 batches/s alone, 0.57 beside one busy
 single-threaded process, 1.01 with ``OMP_WAIT_POLICY=PASSIVE``, 1.14 with one thread.
 
-The policy applied by :func:`configure` (the ``spkadv`` command, and every notebook kernel the
-pipeline starts):
+Sleeping costs on a quiet machine, though: a joint-training step of the default model (batch
+4 × 1 s, two threads, float32, AVX2 VM) took 1.76 s with ``OMP_WAIT_POLICY=PASSIVE`` and 0.95 s
+with libgomp's default waiting (spin a while, then sleep), where one thread took 1.26 s: the many
+small parallel regions of a step each pay a futex wake-up. Beside one busy process the same step
+took 3.05 s spinning, 1.37 s passive, 1.18 s on one thread.
 
-* ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep instead of spinning. OpenMP reads it
-  once, when torch starts its thread pool, so it must be in the environment before torch is
-  imported; an explicit value in the environment is kept.
+The policy applied by :func:`configure` (the ``spkadv`` command, and every notebook kernel the
+pipeline starts), decided from the load when the process starts:
+
 * the thread count, first found of: ``SPKADV_THREADS`` (a number, or ``auto``), an explicit
   ``OMP_NUM_THREADS``, else ``auto``: the cores this process may run on
   (``os.sched_getaffinity``) minus the cores other processes keep busy right now (CPU time
   over a short sample of ``/proc/stat``; ``os.getloadavg`` where that is missing), at least 1.
+* the waiting policy: libgomp's default (``OMP_WAIT_POLICY`` left unset) when the threads fit on
+  the cores free at start, else ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep instead of
+  spinning, so a thread whose core another process holds does not stall every parallel region).
+  OpenMP reads it once, when torch starts its thread pool, so it must be in the environment
+  before torch is imported; an explicit value in the environment is kept. A machine that becomes
+  busy only after a process started is not seen: that process keeps spinning.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ from typing import Any
 
 ENV_THREADS = "SPKADV_THREADS"
 ENV_EMBED_WORKERS = "SPKADV_EMBED_WORKERS"  # read by spkadv.encoders.embed_files
-WAIT_POLICY = "PASSIVE"
+WAIT_POLICY = "PASSIVE"  # when the threads do not all fit on the free cores
+SPIN = "spin"  # ThreadPlan.wait_policy for libgomp's default (OMP_WAIT_POLICY unset)
 SAMPLE_SECONDS = 0.25  # how long /proc/stat is sampled to find the busy cores
 
 
@@ -40,10 +50,15 @@ class ThreadPlan:
 
     threads: int
     source: str  # "SPKADV_THREADS", "OMP_NUM_THREADS" or "auto (...)"
-    wait_policy: str
+    wait_policy: str  # an OMP_WAIT_POLICY value, or SPIN: leave it unset (libgomp's default)
 
     def describe(self) -> str:
-        return f"torch threads {self.threads} ({self.source}), OMP_WAIT_POLICY={self.wait_policy}"
+        wait = (
+            "OMP_WAIT_POLICY unset (threads fit on the free cores: spin, then sleep)"
+            if self.wait_policy == SPIN
+            else f"OMP_WAIT_POLICY={self.wait_policy}"
+        )
+        return f"torch threads {self.threads} ({self.source}), {wait}"
 
 
 def usable_cores() -> int:
@@ -92,14 +107,25 @@ def busy_cores(sample_seconds: float = SAMPLE_SECONDS) -> tuple[float, str]:
         return 0.0, "no load information"
 
 
+def free_cores(cores: int, busy: float) -> int:
+    """Cores not kept busy by other processes, ``round(cores - busy)``, between 0 and ``cores``."""
+    return int(min(cores, max(0, int(cores - busy + 0.5))))
+
+
 def auto_threads(cores: int | None = None, busy: float | None = None) -> tuple[int, str]:
     """Threads for the cores free now: ``round(cores - busy)``, between 1 and ``cores``."""
     cores = usable_cores() if cores is None else cores
     how = "given"
     if busy is None:
         busy, how = busy_cores()
-    threads = int(min(cores, max(1, int(cores - busy + 0.5))))
+    threads = max(1, free_cores(cores, busy))
     return threads, f"auto: {busy:.1f} of {cores} cores busy ({how})"
+
+
+def wait_policy(threads: int, cores: int, busy: float) -> str:
+    """SPIN (libgomp's default waiting) when more than one thread runs and all of them fit on the
+    cores free now, else PASSIVE (one thread has nobody to wait for; PASSIVE changes nothing)."""
+    return SPIN if 1 < threads <= free_cores(cores, busy) else WAIT_POLICY
 
 
 def _positive_int(name: str, text: str) -> int:
@@ -119,15 +145,25 @@ def plan(env: MutableMapping[str, str] | None = None) -> ThreadPlan:
         ValueError: ``SPKADV_THREADS`` or ``OMP_NUM_THREADS`` is not a positive whole number.
     """
     env = os.environ if env is None else env
-    wait = env.get("OMP_WAIT_POLICY") or WAIT_POLICY
+    explicit_wait = env.get("OMP_WAIT_POLICY", "").strip()
     setting = env.get(ENV_THREADS, "").strip()
-    if setting and setting.lower() != "auto":
-        return ThreadPlan(_positive_int(ENV_THREADS, setting), ENV_THREADS, wait)
     explicit = env.get("OMP_NUM_THREADS", "").strip()
-    if explicit and not setting:
-        return ThreadPlan(_positive_int("OMP_NUM_THREADS", explicit), "OMP_NUM_THREADS", wait)
-    threads, why = auto_threads()
-    return ThreadPlan(threads, why, wait)
+    if setting and setting.lower() != "auto":
+        count, source = _positive_int(ENV_THREADS, setting), ENV_THREADS
+    elif explicit and not setting:
+        count, source = _positive_int("OMP_NUM_THREADS", explicit), "OMP_NUM_THREADS"
+    else:
+        count, source = None, ""
+    if explicit_wait and count is not None:
+        return ThreadPlan(count, source, explicit_wait)
+    if count is not None and count == 1:
+        return ThreadPlan(1, source, WAIT_POLICY)  # one thread: the waiting policy is moot
+    busy, how = busy_cores()
+    cores = usable_cores()
+    if count is None:
+        count, source = auto_threads(cores, busy)
+        source = source.replace("(given)", f"({how})")
+    return ThreadPlan(count, source, explicit_wait or wait_policy(count, cores, busy))
 
 
 def configure(env: MutableMapping[str, str] | None = None) -> ThreadPlan:
@@ -138,7 +174,10 @@ def configure(env: MutableMapping[str, str] | None = None) -> ThreadPlan:
     """
     env = os.environ if env is None else env
     chosen = plan(env)
-    env["OMP_WAIT_POLICY"] = chosen.wait_policy
+    if chosen.wait_policy == SPIN:
+        env.pop("OMP_WAIT_POLICY", None)
+    else:
+        env["OMP_WAIT_POLICY"] = chosen.wait_policy
     env["OMP_NUM_THREADS"] = str(chosen.threads)
     env["MKL_NUM_THREADS"] = str(chosen.threads)
     if env is os.environ and "torch" in sys.modules:
@@ -158,7 +197,10 @@ def kernel_environment(log: Callable[[str], None] | None = None) -> Iterator[Thr
     child_env.setdefault(ENV_EMBED_WORKERS, "auto")  # kernels embed in worker processes
     try:
         for key in keys:
-            os.environ[key] = child_env[key]
+            if key in child_env:
+                os.environ[key] = child_env[key]
+            else:  # the spinning default: OMP_WAIT_POLICY unset
+                os.environ.pop(key, None)
         if log is not None:
             log(f"  {chosen.describe()}")
         yield chosen
