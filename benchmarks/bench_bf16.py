@@ -236,36 +236,10 @@ def train_step_speed(quick: bool) -> dict[str, Any]:
     import time
 
     import torch
-    from spkadv.models import RemovalModule, SSEDGenerator
 
-    from benchmarks.bench_train import default_train_config, training_waves
+    from benchmarks.bench_train import direct_joint_step
 
-    config, where = default_train_config(quick)
-    encoders = common.require("spkadv.encoders", "the white-box encoder")
-    encoder = encoders.load("campplus", device="cpu")
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    torch.manual_seed(0)
-    generator, removal = SSEDGenerator(config.model), RemovalModule(config.model)
-    optimizer = torch.optim.Adam([*generator.parameters(), *removal.parameters()], lr=1e-4)
-    crop = int(config.crop_seconds * common.SAMPLE_RATE)
-    waves, audio = training_waves(config.batch_size)
-    x = torch.stack([torch.from_numpy(np.resize(w, crop)) for w in waves])
-
-    def step(bf16: bool) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            with torch.no_grad():
-                z = encoder.embed(x)
-            n, m = generator(x)
-            x_adv = x + config.eps * n * m
-            z_adv = encoder.embed(x_adv)
-            n_r, m_r = removal(x_adv.detach())
-        cos = torch.nn.functional.cosine_similarity(z.float(), z_adv.float(), dim=-1).mean()
-        rpt = ((n_r.float() * m_r.float() + n.float() * m.float()) ** 2).mean()
-        loss = cos + rpt + ((x_adv.float() - x) ** 2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    step, config, where, audio = direct_joint_step(quick)
 
     steps = QUICK_TRAIN_STEPS if quick else TRAIN_STEPS
     out: dict[str, Any] = {

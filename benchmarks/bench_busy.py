@@ -9,7 +9,7 @@ single-threaded process (a Python spin loop started by the benchmark), for three
   from the cores free at start), as the ``spkadv`` command and the pipeline's kernels do.
 
 A second workload, a float32 joint-training step of the default model (batch 4 × 1 s, CAM++ white
-box; steps/s), is measured for ``passive_wait``, ``spkadv_policy`` and ``one_thread``: many small
+box; ``bench_train.direct_joint_step``, the step the bf16 item times; steps/s), is measured for ``passive_wait``, ``spkadv_policy`` and ``one_thread``: many small
 parallel regions, where sleeping idle threads pay a wake-up each time (``train_policy_speedup``:
 the policy's steps/s over passive waiting's, alone).
 
@@ -49,38 +49,6 @@ CLEARED = (
 TRAIN_SETTINGS = ("passive_wait", "spkadv_policy", "one_thread")
 
 
-def _train_step():
-    """A float32 joint-training step of the default model (F_P, F_R, CAM++; the default batch)."""
-    import numpy as np
-    import torch
-    from spkadv.models import RemovalModule, SSEDGenerator
-
-    from benchmarks.bench_train import default_train_config, training_waves
-
-    config, _ = default_train_config(False)
-    encoder = common.require("spkadv.encoders", "CAM++").load("campplus", device="cpu")
-    torch.manual_seed(0)
-    generator, removal = SSEDGenerator(config.model), RemovalModule(config.model)
-    optimizer = torch.optim.Adam([*generator.parameters(), *removal.parameters()], lr=1e-4)
-    crop = int(config.crop_seconds * common.SAMPLE_RATE)
-    waves, audio = training_waves(config.batch_size)
-    x = torch.stack([torch.from_numpy(np.resize(w, crop)) for w in waves])
-
-    def step() -> None:
-        with torch.no_grad():
-            z = encoder.embed(x)
-        n, m = generator(x)
-        x_adv = x + config.eps * n * m
-        n_r, m_r = removal(x_adv.detach())
-        cos = torch.nn.functional.cosine_similarity(z, encoder.embed(x_adv), dim=-1).mean()
-        loss = cos + ((n_r * m_r + n * m) ** 2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step, f"batch {config.batch_size} x {config.crop_seconds:g} s ({audio})"
-
-
 def embed_rate(setting: str, seconds: float, workload: str = "embed") -> dict[str, Any]:
     """Worker (its own process, env prepared by :func:`_launch`): CAM++ batches per second, or
     training steps per second for ``workload="train"``."""
@@ -96,7 +64,10 @@ def embed_rate(setting: str, seconds: float, workload: str = "embed") -> dict[st
     load_before = os.getloadavg()
     busy_before, _ = threads.busy_cores()
     if workload == "train":
-        work, source = _train_step()
+        from benchmarks.bench_train import direct_joint_step
+
+        work, config, _, audio = direct_joint_step()
+        source = f"batch {config.batch_size} x {config.crop_seconds:g} s ({audio})"
     else:
         encoders = common.require("spkadv.encoders", "CAM++ embedding")
         encoder = encoders.load("campplus", device="cpu")

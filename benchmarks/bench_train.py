@@ -76,6 +76,42 @@ def training_waves(count: int) -> tuple[list[np.ndarray], str]:
         ], "noise"
 
 
+def direct_joint_step(quick: bool = False):
+    """A joint-training step of the default model built directly (F_P, F_R, CAM++ white box, the
+    profile's batch; no data loader): ``(step, config, where, audio)``, where ``step(bf16=False)``
+    runs one forward, backward and Adam step, with CPU bf16 autocast around the networks if asked."""
+    import torch
+    from spkadv.models import RemovalModule, SSEDGenerator
+
+    config, where = default_train_config(quick)
+    encoder = common.require("spkadv.encoders", "the white-box encoder").load("campplus", "cpu")
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(0)
+    generator, removal = SSEDGenerator(config.model), RemovalModule(config.model)
+    optimizer = torch.optim.Adam([*generator.parameters(), *removal.parameters()], lr=1e-4)
+    crop = int(config.crop_seconds * common.SAMPLE_RATE)
+    waves, audio = training_waves(config.batch_size)
+    x = torch.stack([torch.from_numpy(np.resize(w, crop)) for w in waves])
+
+    def step(bf16: bool = False) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                z = encoder.embed(x)
+            n, m = generator(x)
+            x_adv = x + config.eps * n * m
+            z_adv = encoder.embed(x_adv)
+            n_r, m_r = removal(x_adv.detach())
+        cos = torch.nn.functional.cosine_similarity(z.float(), z_adv.float(), dim=-1).mean()
+        rpt = ((n_r.float() * m_r.float() + n.float() * m.float()) ** 2).mean()
+        loss = cos + rpt + ((x_adv.float() - x) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, config, where, audio
+
+
 def run(
     quick: bool = False, device: str | None = None, encoder_name: str = "campplus"
 ) -> dict[str, Any]:

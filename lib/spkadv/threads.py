@@ -112,10 +112,12 @@ def free_cores(cores: int, busy: float) -> int:
     return int(min(cores, max(0, int(cores - busy + 0.5))))
 
 
-def auto_threads(cores: int | None = None, busy: float | None = None) -> tuple[int, str]:
-    """Threads for the cores free now: ``round(cores - busy)``, between 1 and ``cores``."""
+def auto_threads(
+    cores: int | None = None, busy: float | None = None, how: str = "given"
+) -> tuple[int, str]:
+    """Threads for the cores free now: ``round(cores - busy)``, between 1 and ``cores``
+    (``how``: how a given ``busy`` was measured, for the description)."""
     cores = usable_cores() if cores is None else cores
-    how = "given"
     if busy is None:
         busy, how = busy_cores()
     threads = max(1, free_cores(cores, busy))
@@ -161,8 +163,7 @@ def plan(env: MutableMapping[str, str] | None = None) -> ThreadPlan:
     busy, how = busy_cores()
     cores = usable_cores()
     if count is None:
-        count, source = auto_threads(cores, busy)
-        source = source.replace("(given)", f"({how})")
+        count, source = auto_threads(cores, busy, how)
     return ThreadPlan(count, source, explicit_wait or wait_policy(count, cores, busy))
 
 
