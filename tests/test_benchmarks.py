@@ -279,3 +279,17 @@ def test_rerun_of_the_default_profile_says_why_it_is_not_measured(tmp_runs):
     assert "have not run" in out["table_rerun_speedup_default_reason"]
     summary = run_all.headline({"rerun": out | {"status": "ok"}})
     assert "have not run" in summary["table_rerun_speedup_default_reason"]
+
+
+def test_stream_length_rows_use_the_zero_code_unless_asked():
+    from benchmarks import bench_stream
+
+    assert bench_stream.length_code_steps({})[0] == 0
+    assert bench_stream.length_code_steps({"SPKADV_BENCH_CODE_STEPS": " "})[0] == 0
+    assert bench_stream.length_code_steps({"SPKADV_BENCH_CODE_STEPS": "10"}) == (
+        10,
+        "SPKADV_BENCH_CODE_STEPS",
+    )
+    for bad in ("ten", "-1", "2.5"):
+        with pytest.raises(ValueError, match="SPKADV_BENCH_CODE_STEPS"):
+            bench_stream.length_code_steps({"SPKADV_BENCH_CODE_STEPS": bad})
