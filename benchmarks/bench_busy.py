@@ -49,9 +49,9 @@ CLEARED = (
 TRAIN_SETTINGS = ("passive_wait", "spkadv_policy", "one_thread")
 
 
-def embed_rate(setting: str, seconds: float, workload: str = "embed") -> dict[str, Any]:
+def work_rate(setting: str, seconds: float, workload: str = "embed") -> dict[str, Any]:
     """Worker (its own process, env prepared by :func:`_launch`): CAM++ batches per second, or
-    training steps per second for ``workload="train"``."""
+    training steps per second for ``workload="train"`` (both under ``batches_per_s``)."""
     plan = None
     if setting == "spkadv_policy":
         from spkadv import threads
@@ -111,7 +111,7 @@ def _launch(setting: str, seconds: float, workload: str = "embed") -> dict[str, 
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
     code = (
         "import json, sys\nfrom benchmarks import bench_busy\n"
-        f"print('{common.RESULT_TAG}' + json.dumps(bench_busy.embed_rate({setting!r}, {seconds}, {workload!r})))"
+        f"print('{common.RESULT_TAG}' + json.dumps(bench_busy.work_rate({setting!r}, {seconds}, {workload!r})))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=900

@@ -30,10 +30,15 @@ from spkadv.audio import load_audio
 MEL_BANDS = 40  # bands of the linear-power mel spectrogram (GE2E's input: 25 ms / 10 ms, 40 mels)
 
 
+def _cache_key(what, utt_ids: Sequence[str], settings: dict) -> str:
+    """12 hex digits of sha256 over (what made the set, the subset, the settings) as sorted JSON."""
+    blob = json.dumps([what, list(utt_ids), settings], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def variant_key(model: protect.ProtectionModel, utt_ids: Sequence[str], settings: dict) -> str:
     """Cache key of one protected set: model, subset and protect-time settings."""
-    blob = json.dumps([model.fingerprint, list(utt_ids), settings], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return _cache_key(model.fingerprint, utt_ids, settings)
 
 
 def protect_set(
@@ -81,8 +86,7 @@ def pgd_key(encoder: torch.nn.Module, utt_ids: Sequence[str], settings: dict) ->
     """Cache key of one PGD set: the attacked encoder(s), the subset and the attack's settings."""
     members = getattr(encoder, "encoders", [encoder])
     prints = [getattr(e, "fingerprint", "") or getattr(e, "name", "?") for e in members]
-    blob = json.dumps([prints, list(utt_ids), settings], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return _cache_key(prints, utt_ids, settings)
 
 
 def pgd_set(

@@ -158,7 +158,7 @@ def plan(env: MutableMapping[str, str] | None = None) -> ThreadPlan:
         count, source = None, ""
     if explicit_wait and count is not None:
         return ThreadPlan(count, source, explicit_wait)
-    if count is not None and count == 1:
+    if count == 1:
         return ThreadPlan(1, source, WAIT_POLICY)  # one thread: the waiting policy is moot
     busy, how = busy_cores()
     cores = usable_cores()
