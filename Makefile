@@ -30,19 +30,19 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)  ## venv, pinned packages, Debian packages, offline model assets
-	$(PY) -m spkadv.assets fetch --profile default
+	$(PY) -m spkadv.data.assets fetch --profile default
 
 reproduce: setup  ## the whole paper on PROFILE (default: the embedded offline default)
-	$(PY) -m spkadv.pipeline --profile $(PROFILE)
+	$(PY) -m spkadv.run.pipeline --profile $(PROFILE)
 
 STUDY ?= 90_attack_study
 study: setup  ## a study notebook (STUDY=90_attack_study | 91_joint_robustness | 92_transfer | 93_blackbox) on PROFILE, after its 00_data_prep
-	$(PY) -m spkadv.pipeline --profile $(PROFILE) --only 00_data_prep
-	$(PY) -m spkadv.pipeline --profile $(PROFILE) --only $(STUDY)
+	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --only 00_data_prep
+	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --only $(STUDY)
 
 .PHONY: report
 report: $(STAMP)  ## runs/$(PROFILE)/report/index.html from a finished run (offline HTML)
-	$(PY) -m spkadv.report --profile $(PROFILE)
+	$(PY) -m spkadv.report.build --profile $(PROFILE)
 
 test: setup test-lib test-notebooks  ## library tests + every notebook through nbval (smoke defaults)
 

@@ -2,7 +2,7 @@
 float32, and whether quality holds.
 
 * ``bf16_protect_speedup``: protect + restore of 60 s (quick: 10 s) with the default architecture,
-  float32 time / bf16 time (``spkadv.precision.bf16_model``), best of 3, one thread.
+  float32 time / bf16 time (``spkadv.base.precision.bf16_model``), best of 3, one thread.
   The same worker records SNR(x, x') and SNR(x, x̂) of both and the relative difference of the
   perturbations, with a trained model when there is one (see below).
 * quality, with a trained model (``SPKADV_BENCH_MODEL``, else the default profile's, else the smoke
@@ -15,7 +15,7 @@ float32, and whether quality holds.
   ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the generator, removal and encoder
   forwards (losses in float32), best of several steps after a warm-up, one thread.
 * ``bf16_code_speedup``, for a trained model with per-utterance codes (``MODEL_CODE_FILM``): the
-  code optimisation of ``spkadv.protect.protection_code`` (the model's ``code_steps``) on evaluation
+  code optimisation of ``spkadv.core.protect.protection_code`` (the model's ``code_steps``) on evaluation
   utterances, float32 process CPU time / bf16 autocast CPU time, one thread; each code is then
   applied in float32 and scored: mean cos(z(x), z(x')) under CAM++ (lower protects more) and SNR.
 """
@@ -42,7 +42,9 @@ QUALITY_TIMEOUT_S = 900
 def protect_speed(seconds: float, repeat: int = 3) -> dict[str, Any]:
     """Worker: protect and restore time in float32 and bf16, and the SNRs of their outputs."""
     import torch
-    from spkadv import metrics, precision, protect
+    from spkadv.base import precision
+    from spkadv.core import protect
+    from spkadv.evaluation import metrics
 
     path, trained = _trained_model()
     if path is not None:
@@ -82,7 +84,7 @@ def protect_speed(seconds: float, repeat: int = 3) -> dict[str, Any]:
 
 def _trained_model() -> tuple[Path | None, str]:
     """``SPKADV_BENCH_MODEL`` if set, else the default profile's trained model, else smoke's."""
-    from spkadv.config import stage_dir
+    from spkadv.base.config import stage_dir
 
     chosen = os.environ.get("SPKADV_BENCH_MODEL")
     if chosen:
@@ -96,7 +98,7 @@ def _trained_model() -> tuple[Path | None, str]:
 
 def _eval_rows(count: int) -> list[dict[str, str]]:
     """Up to ``count`` evaluation utterances spread over speakers, with absolute paths."""
-    from spkadv.config import stage_dir
+    from spkadv.base.config import stage_dir
 
     manifest = stage_dir("default", "00_data_prep", create=False) / "corpus" / "manifest.tsv"
     base = manifest.parent
@@ -124,8 +126,12 @@ def _eval_rows(count: int) -> list[dict[str, str]]:
 def quality(count: int) -> dict[str, Any]:
     """Worker: float32 against bf16 quality figures on ``count`` evaluation utterances."""
     import torch
-    from spkadv import encoders, metrics, precision, protect, study
-    from spkadv.audio import load_audio
+    from spkadv.audio.io import load_audio
+    from spkadv.base import precision
+    from spkadv.core import protect
+    from spkadv.encoders import speaker as encoders
+    from spkadv.evaluation import metrics
+    from spkadv.studies import study
 
     path, source = _trained_model()
     if path is None:
@@ -189,8 +195,9 @@ def code_speed(count: int) -> dict[str, Any]:
     import time
 
     import torch
-    from spkadv import metrics, protect
-    from spkadv.audio import load_audio
+    from spkadv.audio.io import load_audio
+    from spkadv.core import protect
+    from spkadv.evaluation import metrics
 
     path, source = _trained_model()
     if path is None:
@@ -265,7 +272,7 @@ def train_step_speed(quick: bool) -> dict[str, Any]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    common.require("spkadv.precision", "the bf16 option")
+    common.require("spkadv.base.precision", "the bf16 option")
     speed = common.run_worker(
         "benchmarks.bench_bf16:protect_speed",
         {"seconds": QUICK_PROTECT_SECONDS if quick else PROTECT_SECONDS},

@@ -5,7 +5,7 @@ single-threaded process (a Python spin loop started by the benchmark), for three
 * ``torch_default``: torch's own defaults (one thread per core, OpenMP threads spin while idle),
 * ``passive_wait``: torch's thread count with ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep),
 * ``one_thread``: ``OMP_NUM_THREADS=1``,
-* ``spkadv_policy``: ``spkadv.threads.configure()`` before torch starts (passive waiting, threads
+* ``spkadv_policy``: ``spkadv.base.threads.configure()`` before torch starts (passive waiting, threads
   from the cores free at start), as the ``spkadv`` command and the pipeline's kernels do.
 
 A second workload, a float32 joint-training step of the default model (batch 4 × 1 s, CAM++ white
@@ -54,12 +54,12 @@ def work_rate(setting: str, seconds: float, workload: str = "embed") -> dict[str
     training steps per second for ``workload="train"`` (both under ``batches_per_s``)."""
     plan = None
     if setting == "spkadv_policy":
-        from spkadv import threads
+        from spkadv.base import threads
 
         plan = threads.configure()
     import numpy as np
     import torch
-    from spkadv import threads
+    from spkadv.base import threads
 
     load_before = os.getloadavg()
     busy_before, _ = threads.busy_cores()
@@ -69,7 +69,7 @@ def work_rate(setting: str, seconds: float, workload: str = "embed") -> dict[str
         work, config, _, audio = direct_joint_step()
         source = f"batch {config.batch_size} x {config.crop_seconds:g} s ({audio})"
     else:
-        encoders = common.require("spkadv.encoders", "CAM++ embedding")
+        encoders = common.require("spkadv.encoders.speaker", "CAM++ embedding")
         encoder = encoders.load("campplus", device="cpu")
         x, source = common.speech_signal(BATCH * UTT_SECONDS)
         batch = torch.from_numpy(np.ascontiguousarray(x.reshape(BATCH, -1)))
@@ -140,7 +140,7 @@ def measure(setting: str, busy: bool, seconds: float, workload: str = "embed") -
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    common.require("spkadv.threads", "the thread policy")
+    common.require("spkadv.base.threads", "the thread policy")
     seconds = QUICK_MEASURE_SECONDS if quick else MEASURE_SECONDS
     rows: list[dict[str, Any]] = []
     out: dict[str, Any] = {

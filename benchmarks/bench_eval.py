@@ -24,7 +24,7 @@ TABLE_STAGES = ("40_table1_eer", "50_table2_quality")
 
 
 def eer_timing(trials: int = TRIALS) -> dict[str, Any]:
-    metrics = common.require("spkadv.metrics", "EER scoring")
+    metrics = common.require("spkadv.evaluation.metrics", "EER scoring")
     rng = np.random.default_rng(0)
     n_tar = max(1, int(trials * TARGET_FRACTION))
     tar = rng.normal(0.7, 0.1, n_tar)
@@ -40,7 +40,7 @@ def eer_timing(trials: int = TRIALS) -> dict[str, Any]:
 def embedding_rtf(seconds: float) -> dict[str, Any]:
     import torch
 
-    encoders = common.require("spkadv.encoders", "embedding speed")
+    encoders = common.require("spkadv.encoders.speaker", "embedding speed")
     x, source = common.speech_signal(seconds)
     batch = torch.from_numpy(x).unsqueeze(0)
     out: dict[str, Any] = {"audio": source, "audio_seconds": seconds}
@@ -61,11 +61,11 @@ def embedding_rtf(seconds: float) -> dict[str, Any]:
 
 
 def transcription_rtf(files: int) -> dict[str, Any]:
-    from spkadv.audio import load_audio
+    from spkadv.audio.io import load_audio
 
     out: dict[str, Any] = {}
     try:
-        asr = common.require("spkadv.asr", "transcription speed")
+        asr = common.require("spkadv.evaluation.asr", "transcription speed")
     except common.Unavailable as err:
         return {"asr_rtf_base": None, "asr_rtf_tiny.en": None, "asr_reason": str(err)}
     paths, source = common.speech_files(files)

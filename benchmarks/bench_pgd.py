@@ -1,4 +1,4 @@
-"""Item 2: the generator against PGD (``spkadv.attacks.pgd``) on the same white-box encoder.
+"""Item 2: the generator against PGD (``spkadv.evaluation.attacks.pgd``) on the same white-box encoder.
 
 Per utterance: the generator protects it as ``spkadv protect`` does (for a model with per-utterance
 codes, the code optimisation against the white-box encoder and then one forward pass; timed, best
@@ -41,8 +41,8 @@ def _cost_curve(attacks, encoder, model, protect, paths, limit: int, quick: bool
     similarity after every step; the time to reach a target is (steps needed + 1) × the mean time
     of a step. This tells what the speed ratio would be for a generator reaching that similarity.
     """
-    from spkadv.audio import load_audio
-    from spkadv.metrics import snr_db
+    from spkadv.audio.io import load_audio
+    from spkadv.evaluation.metrics import snr_db
 
     steps = 3 if quick else CURVE_STEPS
     per_target: dict[float, list[float]] = {t: [] for t in CURVE_TARGETS}
@@ -73,11 +73,11 @@ def _cost_curve(attacks, encoder, model, protect, paths, limit: int, quick: bool
 def run(quick: bool = False, encoder_name: str = "campplus") -> dict[str, Any]:
     import torch
 
-    protect = common.require("spkadv.protect", "the generator side")
-    attacks = common.require("spkadv.attacks", "the PGD side")
-    encoders = common.require("spkadv.encoders", "the white-box encoder")
-    from spkadv.audio import load_audio
-    from spkadv.metrics import snr_db
+    protect = common.require("spkadv.core.protect", "the generator side")
+    attacks = common.require("spkadv.evaluation.attacks", "the PGD side")
+    encoders = common.require("spkadv.encoders.speaker", "the white-box encoder")
+    from spkadv.audio.io import load_audio
+    from spkadv.evaluation.metrics import snr_db
 
     try:
         encoder = encoders.load(encoder_name, device="cpu")

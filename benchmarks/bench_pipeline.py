@@ -1,7 +1,7 @@
 """Item 6: minutes per pipeline stage (from ``runs/<profile>/summary.json``, written by
-``python -m spkadv.pipeline``) and a profile of the slowest stage's main library call.
+``python -m spkadv.run.pipeline``) and a profile of the slowest stage's main library call.
 
-Training stages are profiled by running ``spkadv.train.train`` for a few steps of the profile's
+Training stages are profiled by running ``spkadv.core.train.train`` for a few steps of the profile's
 configuration under ``cProfile`` (Python view: which library functions hold the time) and
 ``torch.profiler`` (operator view: which kernels). Other stages are profiled by running the
 notebook's code, with the profile's parameters injected by papermill, as a script under
@@ -40,14 +40,14 @@ SHARE_LABELS = {  # (file stem, function) -> what it is, for the share-of-time s
 
 def stage_minutes(profile: str) -> dict[str, Any]:
     """Per-stage minutes and status from the profile's summary.json (or why there is none)."""
-    from spkadv.config import runs_root
-    from spkadv.fileio import read_json
+    from spkadv.base.config import runs_root
+    from spkadv.base.fileio import read_json
 
     path = runs_root() / profile / "summary.json"
     if not path.exists():
         return {
             "summary": None,
-            "reason": f"{path} not found: run python -m spkadv.pipeline --profile {profile}",
+            "reason": f"{path} not found: run python -m spkadv.run.pipeline --profile {profile}",
         }
     summary = read_json(path)
     stages = {
@@ -55,7 +55,7 @@ def stage_minutes(profile: str) -> dict[str, Any]:
         for stem, entry in sorted(summary.get("stages", {}).items())
     }
     ran = [s for s in stages.values() if s["status"] in ("ok", "skipped")]
-    from spkadv.config import NOTEBOOK_STAGES
+    from spkadv.base.config import NOTEBOOK_STAGES
 
     complete = all(
         stem in stages and stages[stem]["status"] in ("ok", "skipped") for stem in NOTEBOOK_STAGES
@@ -83,8 +83,8 @@ def _stats_table(stats: pstats.Stats, limit: int) -> list[str]:
 def profile_training(profile: str, stage: str, quick: bool) -> dict[str, Any]:
     """cProfile + torch.profiler of a few training steps of ``stage`` with ``profile``'s settings."""
     import torch
-    from spkadv import train as train_mod
-    from spkadv.config import load_profile
+    from spkadv.base.config import load_profile
+    from spkadv.core import train as train_mod
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -125,7 +125,7 @@ def profile_training(profile: str, stage: str, quick: bool) -> dict[str, Any]:
         if label:
             share[label] = max(share.get(label, 0.0), round(entry[3] / total, 4))
     return {
-        "how": f"cProfile + torch.profiler of spkadv.train.train, {steps} steps, config from {where}, "
+        "how": f"cProfile + torch.profiler of spkadv.core.train.train, {steps} steps, config from {where}, "
         f"encoder {encoder_name}, batch {config.batch_size} x {config.crop_seconds} s, CPU",
         "share_of_time": share,
         "cprofile_top_cumulative": _stats_table(pstats.Stats(profiler), TOP),
@@ -140,9 +140,11 @@ def profile_quality(profile: str, quick: bool) -> dict[str, Any]:
     import time
 
     import numpy as np
-    from spkadv import asr, data, evaluation, metrics
-    from spkadv.audio import load_audio
-    from spkadv.config import load_profile
+    from spkadv.audio.io import load_audio
+    from spkadv.base.config import load_profile
+    from spkadv.data import corpus as data
+    from spkadv.evaluation import asr, metrics
+    from spkadv.evaluation import tables as evaluation
 
     params = load_profile(profile)
     extractors = list(params.get("PITCH_EXTRACTORS", ["praat"]))
@@ -192,7 +194,7 @@ def profile_notebook(profile: str, stage: str) -> dict[str, Any]:
     """cProfile of a non-training notebook run as a script on a temporary copy of the runs folder."""
     import nbformat
     from papermill.parameterize import parameterize_notebook
-    from spkadv.config import load_profile, notebook_parameters, notebooks_dir, runs_root
+    from spkadv.base.config import load_profile, notebook_parameters, notebooks_dir, runs_root
 
     notebook = notebooks_dir() / f"{stage}.ipynb"
     if not notebook.exists():

@@ -28,7 +28,7 @@ def measure_length(
 ) -> dict[str, Any]:
     """Worker: time and peak memory of protect and restore on ``seconds`` of audio."""
     import torch
-    from spkadv import protect
+    from spkadv.core import protect
 
     model, source = common.default_model()
     chunk = chunk_seconds or protect.DEFAULT_CHUNK_SECONDS
@@ -69,7 +69,7 @@ def measure_length(
 
 def chunk_equivalence(seconds: float, chunk_seconds: list[float]) -> dict[str, Any]:
     """Worker: max |chunked - whole-file| of protect and restore for several chunk sizes."""
-    from spkadv import protect
+    from spkadv.core import protect
 
     model, source = common.default_model()
     x, _ = common.speech_signal(seconds)
@@ -101,7 +101,7 @@ def chunk_sweep(seconds: float, chunk_seconds: list[float]) -> dict[str, Any]:
     """
     import resource
 
-    from spkadv import protect
+    from spkadv.core import protect
 
     model, _ = common.default_model()
     x, _ = common.speech_signal(seconds)
@@ -126,7 +126,7 @@ def chunk_sweep(seconds: float, chunk_seconds: list[float]) -> dict[str, Any]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     """All lengths × thread counts, each in a fresh process, plus the chunking check."""
-    common.require("spkadv.protect", "protect/restore timing")
+    common.require("spkadv.core.protect", "protect/restore timing")
     lengths = QUICK_LENGTHS if quick else LENGTHS
     threads_list = (1,) if quick else THREADS
     chunk = 1.0 if quick else None  # quick: small chunks so that the longest input is chunked

@@ -8,7 +8,7 @@ writes replace a link, never the file behind it), without the embedding/transcri
 without the outputs of 40 and 50 (cold); ``SPKADV_ROOT`` points at a scratch project root whose
 ``figures/`` is empty and whose other entries link to the repository. The cold run computes
 every embedding and transcript; the warm run (``--force``, caches kept) is the rerun a user makes
-after changing a table. Each run is a ``spkadv.pipeline`` process at the benchmark's priority.
+after changing a table. Each run is a ``spkadv.run.pipeline`` process at the benchmark's priority.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def mirror(source: Path, dest: Path, skip: tuple[str, ...] = SKIPPED) -> int:
 
 def scratch_root(tmp: Path) -> Path:
     """A project root whose ``figures/`` and ``runs/`` are scratch folders (the rest linked)."""
-    from spkadv.config import project_root
+    from spkadv.base.config import project_root
 
     real, root = project_root(), tmp / "root"
     root.mkdir()
@@ -59,7 +59,7 @@ def scratch_root(tmp: Path) -> Path:
 
 def _run_stages(root: Path, runs: Path, profile: str) -> float:
     env = dict(os.environ, SPKADV_ROOT=str(root), SPKADV_RUNS=str(runs), TQDM_DISABLE="1")
-    cmd = [sys.executable, "-m", "spkadv.pipeline", "--profile", profile, "--force"]
+    cmd = [sys.executable, "-m", "spkadv.run.pipeline", "--profile", profile, "--force"]
     for stage in TABLE_STAGES:
         cmd += ["--only", stage]
     t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def slowest_cells(profile_runs: Path, top: int = 5) -> list[str]:
 
 def table_rerun(profile: str) -> dict[str, Any]:
     """Cold and warm runs of the table notebooks of ``profile`` in a scratch copy."""
-    from spkadv.config import notebooks_dir, runs_root
+    from spkadv.base.config import notebooks_dir, runs_root
 
     source = runs_root() / profile
     missing = [s for s in TABLE_STAGES if not (notebooks_dir() / f"{s}.ipynb").exists()]
@@ -96,7 +96,7 @@ def table_rerun(profile: str) -> dict[str, Any]:
     if absent:
         raise common.Unavailable(
             f"stages {absent} of the {profile} profile have not run in {source}: "
-            f"python -m spkadv.pipeline --profile {profile}"
+            f"python -m spkadv.run.pipeline --profile {profile}"
         )
     with tempfile.TemporaryDirectory(prefix="spkadv-bench-rerun-") as tmp:
         root = scratch_root(Path(tmp))

@@ -19,7 +19,7 @@ row's peak is the median, with every repeat's peak kept beside it.
 A last row protects a 60 s file with the model's own code steps (one process): the code
 optimisation's CAM++ backward on 20 s pieces sets the peak of a real protection.
 
-The two shorter lengths run again with ``--low-memory`` (``spkadv.allocator``: glibc's mmap and
+The two shorter lengths run again with ``--low-memory`` (``spkadv.base.allocator``: glibc's mmap and
 trim thresholds fixed at 1 MiB, so freed large buffers go back to the system at once), for its
 peaks, their ratio and its cost in wall time.
 
@@ -75,7 +75,7 @@ def cli_memory(
     (``extra``: more options for both commands, such as ``--low-memory``)."""
     import soundfile as sf
     import torch
-    from spkadv import cli
+    from spkadv.cli import main as cli
 
     out = Path(path).with_suffix(".adv.wav")
     rst = Path(path).with_suffix(".rst.wav")
@@ -139,7 +139,7 @@ def code_pass_memory(model, folder: Path, warm: Path, digest: str, saved: Path) 
     """``spkadv protect`` of a 60 s file with the model's own code steps (one fresh process): the
     per-utterance code is optimised on 20 s pieces, CAM++ forward and backward, which sets the
     peak of a real protection (the rows above use the zero code)."""
-    from spkadv import protect
+    from spkadv.core import protect
 
     steps = int(model.meta["code_steps"])
     row_file = saved / f"60s_code{steps}.json"
@@ -186,7 +186,7 @@ def code_digest() -> str:
     """sha256 of the code a row measures (the command, streaming, protect, models)."""
     import hashlib
 
-    from spkadv.config import project_root
+    from spkadv.base.config import project_root
 
     digest = hashlib.sha256()
     for name in ("cli", "streaming", "protect", "models", "audio", "allocator"):
@@ -211,8 +211,8 @@ def length_code_steps(env) -> tuple[int, str]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    common.require("spkadv.streaming", "file streaming")
-    from spkadv import protect
+    common.require("spkadv.audio.streaming", "file streaming")
+    from spkadv.core import protect
 
     lengths = QUICK_LENGTHS if quick else LENGTHS
     model, description = common.default_model()

@@ -1,7 +1,7 @@
 """Item 4: training throughput of the default model, with each step split into data loading and
 compute.
 
-Runs the library's own training loop (``spkadv.train.train``) with its data loader replaced by a
+Runs the library's own training loop (``spkadv.core.train.train``) with its data loader replaced by a
 subclass that times every fetch: data time is the wait for the next batch, step time the interval
 between successive batch hand-overs (so it includes the optimiser step, the loss bookkeeping and
 checkpoint writes). The first step (one-off allocations) is left out. On CUDA the loop uses bf16
@@ -63,7 +63,7 @@ def default_train_config(quick: bool):
 
 
 def training_waves(count: int) -> tuple[list[np.ndarray], str]:
-    from spkadv.audio import load_audio
+    from spkadv.audio.io import load_audio
 
     try:
         paths, source = common.speech_files(count, subset="train")
@@ -81,10 +81,12 @@ def direct_joint_step(quick: bool = False):
     profile's batch; no data loader): ``(step, config, where, audio)``, where ``step(bf16=False)``
     runs one forward, backward and Adam step, with CPU bf16 autocast around the networks if asked."""
     import torch
-    from spkadv.models import RemovalModule, SSEDGenerator
+    from spkadv.core.models import RemovalModule, SSEDGenerator
 
     config, where = default_train_config(quick)
-    encoder = common.require("spkadv.encoders", "the white-box encoder").load("campplus", "cpu")
+    encoder = common.require("spkadv.encoders.speaker", "the white-box encoder").load(
+        "campplus", "cpu"
+    )
     for p in encoder.parameters():
         p.requires_grad_(False)
     torch.manual_seed(0)
@@ -117,7 +119,7 @@ def run(
 ) -> dict[str, Any]:
     import torch
 
-    train_mod = common.require("spkadv.train", "training throughput")
+    train_mod = common.require("spkadv.core.train", "training throughput")
     config, where = default_train_config(quick)
     device_t = torch.device(device) if device else train_mod.pick_device()
     try:
@@ -130,7 +132,7 @@ def run(
         )
         encoder, encoder_used = train_mod.load_encoder("random-conv"), "random-conv (stand-in)"
     waves, audio_source = training_waves(8 if quick else 64)
-    from spkadv.config import load_profile
+    from spkadv.base.config import load_profile
 
     threads_before = torch.get_num_threads()
     threads = 0 if quick else int(load_profile("default").get("TRAIN_THREADS", 0))

@@ -1,4 +1,4 @@
-"""Eval-set protection in worker processes: ``spkadv.protect.write_conditions`` in one process with
+"""Eval-set protection in worker processes: ``spkadv.core.protect.write_conditions`` in one process with
 a torch thread per core against one worker process per core with one thread each.
 
 What notebook 20 does for every eval utterance: the per-utterance code optimisation, protection,
@@ -11,7 +11,7 @@ the worker start-up included), and the mean SNRs of both runs (the code optimisa
 bit-reproducible across thread counts, so they agree within noise, not exactly).
 
 Second part, the same comparison for CAM++ embedding of whole files
-(``spkadv.encoders.embed_files``, cache off): utterances of different lengths make batches of one,
+(``spkadv.encoders.speaker.embed_files``, cache off): utterances of different lengths make batches of one,
 which a second thread barely speeds up either. Figures: ``embed_seconds_1_process``,
 ``embed_seconds_workers``, ``embed_workers_speedup``, ``embed_max_abs_diff`` (thread counts differ,
 so the embeddings agree to float32 noise, not bit for bit).
@@ -37,13 +37,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     import pandas as pd
     import torch
 
-    protect = common.require("spkadv.protect", "eval-set protection")
+    protect = common.require("spkadv.core.protect", "eval-set protection")
     model, source = common.default_model()
     if model.config.code_film and not model.meta.get("code_steps"):
         model.meta.update(code_steps=5, encoder="campplus")  # the untrained stand-in: the same work
     paths, audio = common.speech_files(QUICK_UTTERANCES if quick else UTTERANCES)
     rows = pd.DataFrame({"utt_id": [p.stem for p in paths], "path": [str(p) for p in paths]})
-    from spkadv.threads import usable_cores
+    from spkadv.base.threads import usable_cores
 
     workers = max(2, min(usable_cores(), 4))
     previous = torch.get_num_threads()
@@ -81,7 +81,7 @@ def embed_speed(workers: int, files: int) -> dict[str, Any]:
     ``workers`` one-thread processes (their start-up included)."""
     import numpy as np
     import torch
-    from spkadv import encoders
+    from spkadv.encoders import speaker as encoders
 
     paths, audio = common.speech_files(files)
     encoder = encoders.load("campplus")

@@ -44,7 +44,7 @@ def require(module: str, what: str) -> Any:
 
 def results_dir() -> Path:
     """``runs/bench/`` (under ``SPKADV_RUNS`` when set)."""
-    from spkadv.config import runs_root
+    from spkadv.base.config import runs_root
 
     path = runs_root() / "bench"
     path.mkdir(parents=True, exist_ok=True)
@@ -175,7 +175,7 @@ def _worker_main(argv: list[str]) -> int:
     torch.set_num_threads(threads)
     module_name, func_name = target.split(":")
     result = getattr(importlib.import_module(module_name), func_name)(**kwargs)
-    from spkadv.fileio import _json_safe
+    from spkadv.base.fileio import _json_safe
 
     print(RESULT_TAG + json.dumps(_json_safe(result)), flush=True)
     return 0
@@ -183,7 +183,7 @@ def _worker_main(argv: list[str]) -> int:
 
 # -- the default model ----------------------------------------------------------------------------
 def trained_model_path() -> Path:
-    from spkadv.config import stage_dir
+    from spkadv.base.config import stage_dir
 
     return stage_dir("default", "20_joint_training", create=False) / "model.pt"
 
@@ -194,12 +194,12 @@ def default_model(prefer_trained: bool = True):
 
     Timing does not depend on the weights, so a fresh model measures speed and memory equally well.
     """
-    protect = require("spkadv.protect", "protection benchmarks")
+    protect = require("spkadv.core.protect", "protection benchmarks")
     path = trained_model_path()
     if prefer_trained and path.is_file():
         return protect.load_model(path), f"trained default model {path}"
     import torch
-    from spkadv.models import RemovalModule, SSEDGenerator
+    from spkadv.core.models import RemovalModule, SSEDGenerator
 
     config, eps, where = default_architecture()
     torch.manual_seed(0)
@@ -216,8 +216,8 @@ def default_architecture():
     """
     import dataclasses
 
-    from spkadv.config import load_profile
-    from spkadv.models import SSEDConfig
+    from spkadv.base.config import load_profile
+    from spkadv.core.models import SSEDConfig
 
     params = load_profile("default")
     fields = {f.name: f"MODEL_{f.name.upper()}" for f in dataclasses.fields(SSEDConfig)}
@@ -228,11 +228,11 @@ def default_architecture():
 
 
 def profile_train_config(profile: str = "default", prefix: str = "JOINT"):
-    """The training configuration ``spkadv.train.config_from_params`` builds from a profile, with
+    """The training configuration ``spkadv.core.train.config_from_params`` builds from a profile, with
     ``TrainConfig`` defaults for keys the profile lacks (listed in the returned description)."""
-    from spkadv.config import load_profile
-    from spkadv.losses import LossWeights
-    from spkadv.train import TrainConfig, config_from_params
+    from spkadv.base.config import load_profile
+    from spkadv.core.losses import LossWeights
+    from spkadv.core.train import TrainConfig, config_from_params
 
     base, weights = TrainConfig(), LossWeights()
     fallback = {
@@ -278,7 +278,7 @@ def profile_train_config(profile: str = "default", prefix: str = "JOINT"):
 
 # -- test audio -----------------------------------------------------------------------------------
 def _shared_corpus() -> Path | None:
-    from spkadv.config import project_root
+    from spkadv.base.config import project_root
 
     folder = (project_root() / SHARED_CORPUS).resolve()
     return folder if (folder / "manifest.tsv").is_file() else None
@@ -292,7 +292,7 @@ def speech_files(count: int, subset: str = "eval") -> tuple[list[Path], str]:
     """
     import csv
 
-    from spkadv.config import stage_dir
+    from spkadv.base.config import stage_dir
 
     manifest = stage_dir("default", "00_data_prep", create=False) / "corpus" / "manifest.tsv"
     if manifest.is_file():
@@ -316,7 +316,7 @@ def speech_signal(seconds: float, seed: int = 0) -> tuple[np.ndarray, str]:
     """
     n = int(round(seconds * SAMPLE_RATE))
     try:
-        from spkadv.audio import load_audio
+        from spkadv.audio.io import load_audio
 
         paths, source = speech_files(8)
         speech = np.concatenate([load_audio(p) for p in paths])

@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
-    from spkadv.fileio import read_json, write_json
+    from spkadv.base.fileio import read_json, write_json
 
     from benchmarks import common
 

@@ -54,7 +54,7 @@ def _drop_broken_lazy_modules() -> None:
 
 @pytest.fixture
 def tmp_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point ``spkadv.config.runs_root()`` at a temporary folder."""
+    """Point ``spkadv.base.config.runs_root()`` at a temporary folder."""
     runs = tmp_path / "runs"
     monkeypatch.setenv("SPKADV_RUNS", str(runs))
     return runs

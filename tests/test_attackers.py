@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from spkadv import attackers, cli
-from spkadv import protect as P
-from spkadv.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.cli import main as cli
+from spkadv.core import protect as P
+from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.evaluation import attackers
 
 CONFIG = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101)
 
@@ -218,7 +219,7 @@ def test_cli_refuses_another_models_file_while_the_library_cross_restores(
 
 
 def test_second_model_needs_another_seed(tmp_path: Path) -> None:
-    from spkadv.train import TrainConfig
+    from spkadv.core.train import TrainConfig
 
     with pytest.raises(ValueError, match="another seed"):
         attackers.train_other_model(
@@ -227,8 +228,8 @@ def test_second_model_needs_another_seed(tmp_path: Path) -> None:
 
 
 def test_second_model_trains_with_the_recipe_and_another_seed(tmp_path: Path) -> None:
-    from spkadv.models import RandomConvEncoder
-    from spkadv.train import TrainConfig
+    from spkadv.core.models import RandomConvEncoder
+    from spkadv.core.train import TrainConfig
 
     base = TrainConfig(model=CONFIG, seed=0, steps=50, batch_size=2, crop_seconds=0.25)
     path, minutes = attackers.train_other_model(

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spkadv.audio import AudioError, load_audio, save_audio
+from spkadv.audio.io import AudioError, load_audio, save_audio
 
 
 def tone(seconds: float = 0.5, sr: int = 16000, freq: float = 440.0) -> np.ndarray:
@@ -150,7 +150,7 @@ def test_outputs_get_ordinary_permissions(tmp_path: Path):
     import os
     import stat
 
-    from spkadv.fileio import write_text
+    from spkadv.base.fileio import write_text
 
     path = write_text(tmp_path / "note.txt", "hello")
     umask = os.umask(0)

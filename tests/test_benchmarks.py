@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from spkadv import attacks
-from spkadv.models import RandomConvEncoder
+from spkadv.core.models import RandomConvEncoder
+from spkadv.evaluation import attacks
 
 from benchmarks import bench_eval, bench_flops, bench_protect, bench_train, common, run_all
 
@@ -133,7 +133,7 @@ def test_default_model_without_a_trained_file_is_fresh(tmp_runs):
     model, description = common.default_model()
     assert "freshly initialised" in description
     x = np.zeros(1600, np.float32)
-    from spkadv import protect
+    from spkadv.core import protect
 
     assert protect.protect(model, x).shape == x.shape
 
@@ -197,8 +197,8 @@ def test_run_all_rejects_unknown_items():
 
 
 def test_stage_minutes_reads_the_pipeline_summary(tmp_runs):
-    from spkadv.config import NOTEBOOK_STAGES
-    from spkadv.fileio import write_json
+    from spkadv.base.config import NOTEBOOK_STAGES
+    from spkadv.base.fileio import write_json
 
     from benchmarks import bench_pipeline
 
@@ -253,7 +253,7 @@ def test_stream_row_of_repeats_is_the_median_run_with_every_peak_kept():
 
 
 def test_rerun_mirror_links_files_and_atomic_writes_leave_the_source_alone(tmp_path):
-    from spkadv.fileio import write_json
+    from spkadv.base.fileio import write_json
 
     from benchmarks import bench_rerun
 

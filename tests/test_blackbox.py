@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from spkadv import blackbox, protect
-from spkadv.audio import save_audio
-from spkadv.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.audio.io import save_audio
+from spkadv.core import protect
+from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.studies import blackbox
 
 
 def _speech(seconds: float, seed: int = 0) -> np.ndarray:
@@ -95,8 +96,8 @@ def test_lowpass_map_keeps_the_power_and_removes_what_is_above_the_cutoff() -> N
 
 
 def test_lowpass_probe_writes_a_protected_set_at_the_perturbations_power(tmp_path: Path) -> None:
-    from spkadv.audio import load_audio
-    from spkadv.metrics import snr_db
+    from spkadv.audio.io import load_audio
+    from spkadv.evaluation.metrics import snr_db
 
     model = _model()
     path = tmp_path / "u0.wav"
@@ -112,7 +113,7 @@ def test_lowpass_probe_writes_a_protected_set_at_the_perturbations_power(tmp_pat
 
 
 def test_shaped_noise_is_at_the_snr_in_its_band_and_follows_the_level_when_asked() -> None:
-    from spkadv.metrics import snr_db
+    from spkadv.evaluation.metrics import snr_db
 
     x = _speech(2.0)
     x[16000:] *= 0.01  # a quiet second half: level-shaped noise must be quieter there
@@ -144,8 +145,8 @@ def test_shaped_noise_is_at_the_snr_in_its_band_and_follows_the_level_when_asked
 
 
 def test_pgd_set_stays_in_the_snr_ball_moves_the_embedding_and_continues(tmp_path: Path) -> None:
-    from spkadv import metrics
-    from spkadv.audio import load_audio
+    from spkadv.audio.io import load_audio
+    from spkadv.evaluation import metrics
 
     torch.manual_seed(0)
     encoder = RandomConvEncoder()
@@ -171,7 +172,7 @@ def test_pgd_set_stays_in_the_snr_ball_moves_the_embedding_and_continues(tmp_pat
 
 
 def test_pgd_key_follows_the_attacked_encoders_subset_and_settings() -> None:
-    from spkadv.surrogate import EnsembleEncoder
+    from spkadv.encoders.surrogate import EnsembleEncoder
 
     torch.manual_seed(0)
     a, b = RandomConvEncoder(seed=0), RandomConvEncoder(seed=1)

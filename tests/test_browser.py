@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from spkadv import config, report
+from spkadv.base import config
+from spkadv.report import build as report
 
 from .test_report import PROFILE, make_fake_run
 
@@ -225,7 +226,7 @@ def test_report_of_a_smoke_run(browser, tmp_path: Path, monkeypatch: pytest.Monk
     root = Path(os.environ.get("SPKADV_SMOKE_RUN", config.runs_root() / "smoke"))
     if not (root / "summary.json").exists():
         pytest.skip(
-            f"no smoke run at {root}: run python -m spkadv.pipeline --profile smoke "
+            f"no smoke run at {root}: run python -m spkadv.run.pipeline --profile smoke "
             "(or set SPKADV_SMOKE_RUN)"
         )
     monkeypatch.setenv("SPKADV_RUNS", str(root.parent))

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from spkadv import check, cli, metrics
-from spkadv import protect as P
-from spkadv.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.audio import sidecar
+from spkadv.cli import check
+from spkadv.cli import main as cli
+from spkadv.core import protect as P
+from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.evaluation import metrics
 
 SR = 16_000
 CONFIG = SSEDConfig(width=4, stages=3, res_blocks=1, level_window=101)
@@ -70,10 +73,10 @@ def test_meta_update_keeps_the_fingerprint(model_path: Path, tmp_path: Path) -> 
     before = P.load_model(model_path)
     protected = tmp_path / "p.wav"
     sf.write(protected, P.protect(before, _speech_like()), SR)
-    P.write_tag(protected, before.fingerprint)
+    sidecar.write_tag(protected, before.fingerprint)
     meta = check.update_model_meta(model_path, {"extra": {"a": 1.5}})
     after = P.load_model(model_path)
-    assert after.fingerprint == before.fingerprint == P.read_tag(protected)
+    assert after.fingerprint == before.fingerprint == sidecar.read_tag(protected)
     assert after.meta == meta == {"note": "kept", "extra": {"a": 1.5}}
 
 
@@ -139,7 +142,7 @@ def test_mismatched_lengths_and_rates_say_what_to_do(tmp_path: Path) -> None:
 
 
 def test_original_at_another_rate_is_resampled_with_a_note(tmp_path: Path) -> None:
-    from spkadv.audio import resample
+    from spkadv.audio.io import resample
 
     x44 = resample(_speech_like(), SR, 44_100)
     orig = _write(tmp_path / "o.wav", x44, 44_100)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from spkadv import cli
-from spkadv import protect as P
-from spkadv.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.audio import sidecar
+from spkadv.cli import main as cli
+from spkadv.core import protect as P
+from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 
 CONFIG = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101)
 
@@ -51,7 +52,7 @@ def test_round_trip_on_an_odd_length_file(tmp_path: Path, models, capsys) -> Non
     r, _ = sf.read(rst, dtype="float32")
     assert len(r) == 8_001 and sf.info(str(rst)).subtype == "FLOAT"
     assert 0 < np.abs(y - x).max() <= 0.05 + 1 / 32768
-    assert P.read_tag(adv) == P.load_model(models[0]).fingerprint
+    assert sidecar.read_tag(adv) == P.load_model(models[0]).fingerprint
     assert src.read_bytes() == before
     assert (
         cli.main(
@@ -162,7 +163,7 @@ def test_bad_model_file_is_reported(tmp_path: Path, capsys) -> None:
 def test_low_memory_flag_sets_the_allocator_and_keeps_the_output(
     tmp_path: Path, models, monkeypatch
 ) -> None:
-    from spkadv import allocator
+    from spkadv.base import allocator
 
     calls = []
     monkeypatch.setattr(allocator, "low_memory", lambda: calls.append(1) or True)

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from spkadv import conditioning, protect
-from spkadv.losses import LossWeights, delta_removal_loss
-from spkadv.metrics import snr_db
-from spkadv.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
-from spkadv.train import TrainConfig, train
+from spkadv.audio import sidecar
+from spkadv.core import conditioning, protect
+from spkadv.core.losses import LossWeights, delta_removal_loss
+from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.core.train import TrainConfig, train
+from spkadv.evaluation.metrics import snr_db
 
 CONDITIONED = SSEDConfig(width=4, stages=2, res_blocks=1, embed_dim=16, code_film=True)
 
@@ -97,11 +98,11 @@ def test_optimised_code_lowers_the_similarity_and_stays_in_the_ball() -> None:
 def test_code_travels_in_the_sidecar(tmp_path: Path) -> None:
     code = np.linspace(-0.3, 0.3, CONDITIONED.code_dim).astype(np.float32)
     target = tmp_path / "a.wav"
-    protect.write_tag(target, "abc", code)
-    assert protect.read_tag(target) == "abc"
-    np.testing.assert_array_equal(protect.read_code(target), code)
-    protect.write_tag(tmp_path / "b.wav", "abc")
-    assert protect.read_code(tmp_path / "b.wav") is None
+    sidecar.write_tag(target, "abc", code)
+    assert sidecar.read_tag(target) == "abc"
+    np.testing.assert_array_equal(sidecar.read_code(target), code)
+    sidecar.write_tag(tmp_path / "b.wav", "abc")
+    assert sidecar.read_code(tmp_path / "b.wav") is None
 
 
 def test_gn_has_the_snr_of_adv_per_utterance() -> None:
@@ -202,15 +203,15 @@ def test_segment_code_optimisation_covers_the_whole_signal_in_pieces() -> None:
 
 def test_segment_code_roundtrips_bit_exactly_through_the_sidecar(tmp_path: Path) -> None:
     code = np.random.default_rng(1).normal(0, 0.5, (7, 32)).astype(np.float32)
-    protect.write_tag(tmp_path / "a.wav", "fp", code)
-    back = protect.read_code(tmp_path / "a.wav")
+    sidecar.write_tag(tmp_path / "a.wav", "fp", code)
+    back = sidecar.read_code(tmp_path / "a.wav")
     assert back.shape == (7, 32) and np.array_equal(back, code)
     assert (tmp_path / "a.wav.spkadv.json").stat().st_size < 7 * 32 * 4 * 1.5 + 200
     (tmp_path / "b.wav.spkadv.json").write_text(
         '{"spkadv_model_fingerprint": "fp", "code": {"shape": [2]}}'
     )
-    with pytest.raises(protect.ModelFileError, match="unreadable code"):
-        protect.read_code(tmp_path / "b.wav")
+    with pytest.raises(sidecar.SidecarError, match="unreadable code"):
+        sidecar.read_code(tmp_path / "b.wav")
 
 
 def test_encode_then_decode_is_the_forward_pass() -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from spkadv import data
+from spkadv.data import corpus as data
 
 SR = 16000
 
@@ -212,7 +212,7 @@ def test_prepare_corpus_reuses_a_matching_build(tmp_path):
 
 
 def test_prepare_corpus_synthetic_resumes_or_starts_afresh(tmp_path, monkeypatch):
-    from spkadv import synth
+    from spkadv.data import synth
 
     calls = []
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from spkadv import encoders, threads
-from spkadv.audio import save_audio
-from spkadv.encoders import EncoderError
+from spkadv.audio.io import save_audio
+from spkadv.base import threads
+from spkadv.encoders import speaker as encoders
+from spkadv.encoders.speaker import EncoderError
 
 
 def _waves(batch: int = 2, seconds: float = 2.0, seed: int = 0) -> torch.Tensor:

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from spkadv import config, evaluation
-from spkadv.audio import save_audio
+from spkadv.audio.io import save_audio
+from spkadv.base import config
+from spkadv.evaluation import tables as evaluation
 
 
 def test_paper_numbers_and_fallback_for_sets_not_in_the_paper():
@@ -148,7 +149,7 @@ def test_existing_paths_lists_only_written_audio(tmp_runs):
 
 def test_embed_conditions_uses_the_cache_folder_it_is_given(tmp_path, monkeypatch):
     import torch
-    from spkadv import encoders
+    from spkadv.encoders import speaker as encoders
 
     class Energy(encoders.SpeakerEncoder):  # a stand-in encoder: log energy and length
         name, dim, fingerprint = "energy", 2, "0" * 64

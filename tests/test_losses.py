@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from spkadv import losses as L
+from spkadv.core import losses as L
 
 
 def _example() -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import norm
-from spkadv import metrics
+from spkadv.evaluation import metrics
 
 SR = 16_000
 

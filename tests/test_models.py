@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from spkadv.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
 
 TINY = SSEDConfig(width=4, stages=2, res_blocks=1)
 
@@ -106,7 +106,7 @@ def test_random_encoder_is_frozen_and_differentiable() -> None:
 
 
 def test_local_level_is_the_moving_rms() -> None:
-    from spkadv.models import local_level
+    from spkadv.core.models import local_level
 
     x = torch.zeros(1, 9)
     x[0, 4] = 0.3  # one impulse: the window sees it at positions 3..5 (window 3)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from spkadv import config
+from spkadv.base import config
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

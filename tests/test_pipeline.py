@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from spkadv import pipeline
-from spkadv.fileio import read_json
+from spkadv.base.fileio import read_json
+from spkadv.run import pipeline
 
 from .conftest import write_notebook
 
 STAGE_CODE = """
-from spkadv.config import stage_dir, write_metrics
+from spkadv.base.config import stage_dir, write_metrics
 import os, time
 out = stage_dir(PROFILE, "{stem}")
 (out / "ran.txt").open("a").write("x")
@@ -132,7 +132,7 @@ def test_killed_run_resumes_without_redoing_finished_stages(project):
     cmd = [
         sys.executable,
         "-m",
-        "spkadv.pipeline",
+        "spkadv.run.pipeline",
         "--profile",
         str(project["profile"]),
         "--notebooks",
@@ -163,7 +163,7 @@ def test_study_reading_the_whole_profile_reruns_when_an_undeclared_key_changes(
     project["profile"] = project["profile"].rename(tmp_path / "params" / "tiny.yaml")
     monkeypatch.setenv("SPKADV_ROOT", str(tmp_path))  # where config.load_profile("tiny") looks
     code = (
-        "from spkadv import config\n"
+        "from spkadv.base import config\n"
         "PARAMS = config.load_profile(PROFILE)\n"
         'out = config.stage_dir(PROFILE, "90_study")\n'
         '(out / "ran.txt").open("a").write("x")\n'

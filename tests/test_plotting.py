@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from spkadv import plotting
+from spkadv.evaluation import plotting
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from spkadv import precision
+from spkadv.base import precision
 
 
 def test_cpu_bf16_is_turned_down_without_native_bf16(monkeypatch, capsys) -> None:

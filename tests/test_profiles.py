@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from spkadv import config
-from spkadv.profiles_check import key_blocks, problems
+from spkadv.base import config
+from spkadv.run.profiles_check import key_blocks, problems
 
 from .conftest import write_notebook
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spkadv import protect as P
-from spkadv.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.audio import sidecar
+from spkadv.core import protect as P
+from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 
 CONFIG = SSEDConfig(width=4, stages=3, res_blocks=1, level_window=101)
 
@@ -141,10 +142,10 @@ def test_bad_waveforms_are_refused(model: P.ProtectionModel) -> None:
 
 def test_tag_holds_only_the_fingerprint(tmp_path) -> None:
     audio = tmp_path / "a.wav"
-    P.write_tag(audio, "ab" * 32)
-    assert P.read_tag(audio) == "ab" * 32
-    assert P.tag_path(audio).read_text().count(":") == 1
-    assert P.read_tag(tmp_path / "none.wav") is None
+    sidecar.write_tag(audio, "ab" * 32)
+    assert sidecar.read_tag(audio) == "ab" * 32
+    assert sidecar.tag_path(audio).read_text().count(":") == 1
+    assert sidecar.read_tag(tmp_path / "none.wav") is None
 
 
 def test_write_conditions_and_eers(tmp_path, model: P.ProtectionModel) -> None:

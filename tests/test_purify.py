@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from spkadv import metrics, purify
+from spkadv.audio import purify
+from spkadv.evaluation import metrics
 
 SR = 16_000
 
@@ -140,7 +141,7 @@ def test_bad_waveforms_are_rejected():
 
 
 def test_process_files_resumes_and_redoes_changed_inputs(tmp_path):
-    from spkadv.audio import load_audio, save_audio
+    from spkadv.audio.io import load_audio, save_audio
 
     src = {
         u: save_audio(tmp_path / "in" / f"{u}.wav", tone(0.1, f))

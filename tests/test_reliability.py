@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from spkadv import cli
-from spkadv import protect as P
-from spkadv.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.cli import main as cli
+from spkadv.core import protect as P
+from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 
 SR = 16_000
 

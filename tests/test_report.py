@@ -1,4 +1,4 @@
-"""The run report (spkadv.report) and clean executed notebooks (spkadv.batchlog + the pipeline)."""
+"""The run report (spkadv.report.build) and clean executed notebooks (spkadv.run.batchlog + the pipeline)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from spkadv import config, data, notebook_html, pipeline, report
-from spkadv.fileio import write_json
+from spkadv.base import config
+from spkadv.base.fileio import write_json
+from spkadv.data import corpus as data
+from spkadv.report import build as report
+from spkadv.report import notebook_html
+from spkadv.run import pipeline
 
 from .conftest import write_notebook
 
@@ -197,7 +201,7 @@ def test_report_is_small_and_rebuilds_in_place(built: Path) -> None:
 
 
 def test_report_without_a_run_says_what_to_run(tmp_runs: Path) -> None:
-    with pytest.raises(report.ReportError, match="spkadv.pipeline --profile nothing"):
+    with pytest.raises(report.ReportError, match="spkadv.run.pipeline --profile nothing"):
         report.build("nothing")
 
 
@@ -270,7 +274,7 @@ def test_notebook_problems_flag_stderr_progress_bars_and_widgets() -> None:
 NOISY_CODE = """
 import sys, time, warnings
 from tqdm.auto import tqdm
-from spkadv.config import write_metrics
+from spkadv.base.config import write_metrics
 for _ in tqdm(range(50), desc="steps", mininterval=0):
     time.sleep(0.002)
 warnings.warn("a warning for the log")
@@ -313,7 +317,7 @@ def test_executed_smoke_notebooks_are_clean() -> None:
     found = [p for p in found if p.stem == p.parent.name]
     if not found:
         pytest.skip(
-            f"no executed smoke run under {root}: run python -m spkadv.pipeline --profile smoke"
+            f"no executed smoke run under {root}: run python -m spkadv.run.pipeline --profile smoke"
         )
     problems = {p.name: notebook_html.notebook_problems(json.loads(p.read_text())) for p in found}
     assert {k: v for k, v in problems.items() if v} == {}

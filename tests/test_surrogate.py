@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from spkadv import protect, surrogate
-from spkadv.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.core import protect
+from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.encoders import surrogate
 
 TINY = surrogate.SurrogateConfig(hidden=16, layers=1, dim=16, steps=60, batch=8, lr=1e-2)
 

@@ -7,8 +7,9 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-from spkadv import data, synth
-from spkadv.fileio import sha256_file
+from spkadv.base.fileio import sha256_file
+from spkadv.data import corpus as data
+from spkadv.data import synth
 
 needs_flite = pytest.mark.skipif(
     not set(synth.FLITE_VOICES) <= set(synth.available_flite_voices()),

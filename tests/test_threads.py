@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from spkadv import threads
+from spkadv.base import threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ REPORT = (
 
 @pytest.mark.parametrize("count", [1, 2])
 def test_spkadv_threads_is_honoured_before_torch_starts(count):
-    code = "from spkadv import threads; threads.configure(); " + REPORT
+    code = "from spkadv.base import threads; threads.configure(); " + REPORT
     got = _child(code, SPKADV_THREADS=str(count), OMP_NUM_THREADS="3")  # SPKADV_THREADS wins
     assert got["threads"] == count
     # one thread: passive; two: passive unless both cores were free when it started (unset)
@@ -49,7 +49,7 @@ def test_spkadv_threads_is_honoured_before_torch_starts(count):
 
 def test_the_cli_applies_the_setting_before_loading_the_model(tmp_path):
     code = (
-        "from spkadv import cli; "
+        "from spkadv.cli import main as cli; "
         f"rc = cli.main(['protect', 'x.wav', '-o', '{tmp_path}/y.wav', '--model', '{tmp_path}/none.pt']); "
         "assert rc == 2; " + REPORT
     )

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from spkadv.losses import LossWeights
-from spkadv.models import RandomConvEncoder, SSEDConfig
-from spkadv.train import (
+from spkadv.core.losses import LossWeights
+from spkadv.core.models import RandomConvEncoder, SSEDConfig
+from spkadv.core.train import (
     CheckpointError,
     CropDataset,
     StepSampler,
@@ -192,7 +192,7 @@ def test_killed_script_resumes_to_the_same_final_step(tmp_path: Path) -> None:
     STEPS = 200  # many short steps, so a random kill lands mid-run on a fast or a slow machine
     manifest, profile = _script_setup(tmp_path, steps=STEPS)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "spkadv.train", *_script_args(tmp_path, manifest, profile)]
+    cmd = [sys.executable, "-m", "spkadv.core.train", *_script_args(tmp_path, manifest, profile)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = tmp_path / "out" / "checkpoints" / "last.pt"
     deadline = time.time() + 60
@@ -218,7 +218,7 @@ def test_torchrun_ddp_two_processes_gloo(tmp_path: Path) -> None:
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "spkadv.train",
+        "spkadv.core.train",
         *_script_args(tmp_path, manifest, profile),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKADV_DEVICE": "cpu"}
