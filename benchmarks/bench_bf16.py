@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from spkadv.core import modelfile
 
 from benchmarks import common
 
@@ -43,12 +44,12 @@ def protect_speed(seconds: float, repeat: int = 3) -> dict[str, Any]:
     """Worker: protect and restore time in float32 and bf16, and the SNRs of their outputs."""
     import torch
     from spkadv.base import precision
-    from spkadv.core import protect
+    from spkadv.core import modelfile, protect
     from spkadv.evaluation import metrics
 
     path, trained = _trained_model()
     if path is not None:
-        model, source = protect.load_model(path), trained
+        model, source = modelfile.load_model(path), trained
     else:
         model, source = common.default_model()
     fast = precision.bf16_model(model)
@@ -136,7 +137,7 @@ def quality(count: int) -> dict[str, Any]:
     path, source = _trained_model()
     if path is None:
         return {"quality_reason": source}
-    model = protect.load_model(path)
+    model = modelfile.load_model(path)
     fast = precision.bf16_model(model)
     rows = _eval_rows(count)
     encoder = encoders.load("campplus", device="cpu")
@@ -202,7 +203,7 @@ def code_speed(count: int) -> dict[str, Any]:
     path, source = _trained_model()
     if path is None:
         return {"code_reason": source}
-    model = protect.load_model(path)
+    model = modelfile.load_model(path)
     if not model.config.code_film or int(model.meta.get("code_steps", 0)) <= 0:
         return {"code_reason": f"{source} optimises no per-utterance code"}
     encoder = model.encoder()

@@ -40,6 +40,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from spkadv.core import modelfile
+
 from benchmarks import common
 
 LENGTHS = (60.0, 600.0, 7200.0)
@@ -139,7 +141,7 @@ def code_pass_memory(model, folder: Path, warm: Path, digest: str, saved: Path) 
     """``spkadv protect`` of a 60 s file with the model's own code steps (one fresh process): the
     per-utterance code is optimised on 20 s pieces, CAM++ forward and backward, which sets the
     peak of a real protection (the rows above use the zero code)."""
-    from spkadv.core import protect
+    from spkadv.core import modelfile
 
     steps = int(model.meta["code_steps"])
     row_file = saved / f"60s_code{steps}.json"
@@ -149,7 +151,7 @@ def code_pass_memory(model, folder: Path, warm: Path, digest: str, saved: Path) 
             print("  60 s with the code: row of an earlier run of the same code reused", flush=True)
             return row
     model_path = folder / "model_code.pt"
-    protect.save_model(model_path, model.generator, model.removal, model.eps, dict(model.meta))
+    modelfile.save_model(model_path, model.generator, model.removal, model.eps, dict(model.meta))
     path = folder / "speech_code_60s.wav"
     write_long_file(path, 60.0)
     try:
@@ -212,7 +214,6 @@ def length_code_steps(env) -> tuple[int, str]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     common.require("spkadv.audio.streaming", "file streaming")
-    from spkadv.core import protect
 
     lengths = QUICK_LENGTHS if quick else LENGTHS
     model, description = common.default_model()
@@ -224,7 +225,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         if model.config.code_film:
             meta["code_steps"], why = length_code_steps(os.environ)
             description += f" (code_steps {meta['code_steps']}: {why})"
-        protect.save_model(model_path, model.generator, model.removal, model.eps, meta)
+        modelfile.save_model(model_path, model.generator, model.removal, model.eps, meta)
         warm = folder / "warm.wav"
         write_long_file(warm, 1.0)
         saved = common.results_dir() / "stream_rows"

@@ -1,4 +1,4 @@
-"""Eval-set protection in worker processes: ``spkadv.core.protect.write_conditions`` in one process with
+"""Eval-set protection in worker processes: ``spkadv.core.conditions.write_conditions`` in one process with
 a torch thread per core against one worker process per core with one thread each.
 
 What notebook 20 does for every eval utterance: the per-utterance code optimisation, protection,
@@ -37,13 +37,14 @@ def run(quick: bool = False) -> dict[str, Any]:
     import pandas as pd
     import torch
 
-    protect = common.require("spkadv.core.protect", "eval-set protection")
+    common.require("spkadv.core.protect", "eval-set protection")
     model, source = common.default_model()
     if model.config.code_film and not model.meta.get("code_steps"):
         model.meta.update(code_steps=5, encoder="campplus")  # the untrained stand-in: the same work
     paths, audio = common.speech_files(QUICK_UTTERANCES if quick else UTTERANCES)
     rows = pd.DataFrame({"utt_id": [p.stem for p in paths], "path": [str(p) for p in paths]})
     from spkadv.base.threads import usable_cores
+    from spkadv.evaluation import conditions
 
     workers = max(2, min(usable_cores(), 4))
     previous = torch.get_num_threads()
@@ -62,12 +63,12 @@ def run(quick: bool = False) -> dict[str, Any]:
                 for folder in folders.values():
                     folder.mkdir()
                 t0 = time.perf_counter()
-                table = protect.write_conditions(
+                table = conditions.write_conditions(
                     model, rows, folders, 3, 0, progress=False, workers=count
                 )
                 out[f"seconds_{name}"] = round(time.perf_counter() - t0, 2)
-                out[f"snr_adv_db_{name}"] = round(protect.mean_db(table["snr_adv_db"]), 3)
-                out[f"snr_rst_db_{name}"] = round(protect.mean_db(table["snr_rst_db"]), 3)
+                out[f"snr_adv_db_{name}"] = round(conditions.mean_db(table["snr_adv_db"]), 3)
+                out[f"snr_rst_db_{name}"] = round(conditions.mean_db(table["snr_rst_db"]), 3)
                 out[f"order_kept_{name}"] = list(table["utt_id"]) == list(rows["utt_id"])
     finally:  # the caller's thread count, even when a run fails
         torch.set_num_threads(previous)

@@ -194,17 +194,17 @@ def default_model(prefer_trained: bool = True):
 
     Timing does not depend on the weights, so a fresh model measures speed and memory equally well.
     """
-    protect = require("spkadv.core.protect", "protection benchmarks")
+    modelfile = require("spkadv.core.modelfile", "protection benchmarks")
     path = trained_model_path()
     if prefer_trained and path.is_file():
-        return protect.load_model(path), f"trained default model {path}"
+        return modelfile.load_model(path), f"trained default model {path}"
     import torch
     from spkadv.core.models import RemovalModule, SSEDGenerator
 
     config, eps, where = default_architecture()
     torch.manual_seed(0)
     generator, removal = SSEDGenerator(config).eval(), RemovalModule(config).eval()
-    model = protect.ProtectionModel(generator, removal, eps, "untrained", config, {})
+    model = modelfile.ProtectionModel(generator, removal, eps, "untrained", config, {})
     return model, f"freshly initialised model, architecture from {where} ({path} not found)"
 
 

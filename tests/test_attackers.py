@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 from spkadv.cli import main as cli
+from spkadv.core import modelfile
 from spkadv.core import protect as P
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 from spkadv.evaluation import attackers
@@ -21,7 +22,7 @@ CONFIG = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101)
 
 def _model_file(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
-    return P.save_model(path, SSEDGenerator(CONFIG), RemovalModule(CONFIG), 0.05)
+    return modelfile.save_model(path, SSEDGenerator(CONFIG), RemovalModule(CONFIG), 0.05)
 
 
 def _speech(seconds: float, seed: int) -> np.ndarray:
@@ -54,10 +55,10 @@ def test_oracle_protects_like_the_tool_and_exposes_no_weights(tmp_path: Path) ->
     path = _model_file(tmp_path / "model.pt", 0)
     oracle = attackers.ProtectionOracle(path, device="cpu")
     x = _speech(0.6, 0)
-    np.testing.assert_array_equal(oracle(x), P.protect(P.load_model(path), x))
+    np.testing.assert_array_equal(oracle(x), P.protect(modelfile.load_model(path), x))
     assert oracle.calls == 1 and oracle.audio_seconds == pytest.approx(0.6)
     reachable = [getattr(oracle, name) for name in dir(oracle) if not name.startswith("__")]
-    leaks = (torch.nn.Module, torch.Tensor, P.ProtectionModel, dict)
+    leaks = (torch.nn.Module, torch.Tensor, modelfile.ProtectionModel, dict)
     assert not [v for v in reachable if isinstance(v, leaks)], reachable
     with pytest.raises(AttributeError):
         oracle.__dict__  # noqa: B018  (slots: no instance dictionary to stash a model in)
@@ -203,7 +204,7 @@ def test_cli_refuses_another_models_file_while_the_library_cross_restores(
     tmp_path: Path, capsys
 ) -> None:
     own, other = _model_file(tmp_path / "own.pt", 0), _model_file(tmp_path / "other.pt", 1)
-    assert P.load_model(own).fingerprint != P.load_model(other).fingerprint
+    assert modelfile.load_model(own).fingerprint != modelfile.load_model(other).fingerprint
     src = _write(tmp_path / "x.wav", _speech(0.5, 7))
     adv, out = tmp_path / "adv.wav", tmp_path / "rst.wav"
     assert cli.main(["protect", str(src), "-o", str(adv), "--model", str(own), "--quiet"]) == 0
@@ -212,9 +213,11 @@ def test_cli_refuses_another_models_file_while_the_library_cross_restores(
     assert code == 1 and "protected by another model" in capsys.readouterr().err
     assert not out.exists()
     x_adv = sf.read(adv, dtype="float32")[0]
-    cross = P.restore(P.load_model(other), x_adv)  # the library does not check: figures of nb 60
+    cross = P.restore(
+        modelfile.load_model(other), x_adv
+    )  # the library does not check: figures of nb 60
     assert cross.shape == x_adv.shape and not np.allclose(
-        cross, P.restore(P.load_model(own), x_adv)
+        cross, P.restore(modelfile.load_model(own), x_adv)
     )
 
 
@@ -236,7 +239,7 @@ def test_second_model_trains_with_the_recipe_and_another_seed(tmp_path: Path) ->
         base, 1, 2, 1, [_speech(0.5, s) for s in range(2)], RandomConvEncoder(), tmp_path,
         device=torch.device("cpu"), progress=False,
     )  # fmt: skip
-    model = P.load_model(path)
+    model = modelfile.load_model(path)
     assert model.meta["seed"] == 1 and model.meta["steps"] == 3 and minutes > 0
     assert model.config == CONFIG and model.removal is not None
 

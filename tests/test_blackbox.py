@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from spkadv.audio.io import save_audio
-from spkadv.core import protect
+from spkadv.core import modelfile
 from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
 from spkadv.studies import blackbox
 
@@ -38,11 +38,11 @@ def test_feature_change_is_zero_for_the_same_signal_and_grows_with_noise() -> No
     assert 0 < small["logmel"] < large["logmel"] and 0 < small["linmel"] < large["linmel"]
 
 
-def _model() -> protect.ProtectionModel:
+def _model() -> modelfile.ProtectionModel:
     cfg = SSEDConfig(width=4, stages=2, res_blocks=1, code_film=True)
     torch.manual_seed(0)
     gen, rem = SSEDGenerator(cfg).eval(), RemovalModule(cfg).eval()
-    model = protect.ProtectionModel(gen, rem, 0.1, "test", cfg, {}, RandomConvEncoder())
+    model = modelfile.ProtectionModel(gen, rem, 0.1, "test", cfg, {}, RandomConvEncoder())
     model.meta.update(code_steps=2, code_radius=1.0)
     return model
 

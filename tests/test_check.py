@@ -12,6 +12,7 @@ import torch
 from spkadv.audio import sidecar
 from spkadv.cli import check
 from spkadv.cli import main as cli
+from spkadv.core import modelfile
 from spkadv.core import protect as P
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 from spkadv.evaluation import metrics
@@ -34,7 +35,7 @@ def _speech_like(seconds: float = 2.0, seed: int = 0, f0: float = 140.0) -> np.n
 @pytest.fixture
 def model_path(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    return P.save_model(
+    return modelfile.save_model(
         tmp_path / "model.pt", SSEDGenerator(CONFIG), RemovalModule(CONFIG), 0.05, {"note": "kept"}
     )
 
@@ -70,12 +71,12 @@ def test_eer_threshold_balances_the_two_errors() -> None:
 
 
 def test_meta_update_keeps_the_fingerprint(model_path: Path, tmp_path: Path) -> None:
-    before = P.load_model(model_path)
+    before = modelfile.load_model(model_path)
     protected = tmp_path / "p.wav"
     sf.write(protected, P.protect(before, _speech_like()), SR)
     sidecar.write_tag(protected, before.fingerprint)
     meta = check.update_model_meta(model_path, {"extra": {"a": 1.5}})
-    after = P.load_model(model_path)
+    after = modelfile.load_model(model_path)
     assert after.fingerprint == before.fingerprint == sidecar.read_tag(protected)
     assert after.meta == meta == {"note": "kept", "extra": {"a": 1.5}}
 
@@ -83,13 +84,13 @@ def test_meta_update_keeps_the_fingerprint(model_path: Path, tmp_path: Path) -> 
 def test_meta_update_refuses_a_foreign_file(tmp_path: Path) -> None:
     bad = tmp_path / "x.pt"
     torch.save({"format": "something else"}, bad)
-    with pytest.raises(P.ModelFileError, match="not a spkadv protection model"):
+    with pytest.raises(modelfile.ModelFileError, match="not a spkadv protection model"):
         check.update_model_meta(bad, {"a": 1})
 
 
 def test_store_verification_thresholds(model_path: Path) -> None:
     stored = check.store_verification_thresholds(model_path, _scores(), ROLES, "rec-rec", "smoke")
-    meta = P.load_model(model_path).meta
+    meta = modelfile.load_model(model_path).meta
     assert check.thresholds_of(meta) == stored
     assert stored["whitebox"]["encoder"] == "campplus" and stored["blackbox"]["encoder"] == "ge2e"
     assert 0.3 < stored["whitebox"]["threshold"] < 0.6 and stored["whitebox"]["n_target"] == 80
@@ -175,7 +176,7 @@ def test_identical_files_are_accepted_with_similarity_one(
 
 def test_protected_folder_gets_a_summary_line(model_path: Path, tmp_path: Path, capsys) -> None:
     check.store_verification_thresholds(model_path, _scores(), ROLES, "rec-rec", "smoke")
-    model = P.load_model(model_path)
+    model = modelfile.load_model(model_path)
     for i in range(2):
         x = _speech_like(seed=i, f0=120.0 + 60 * i)
         _write(tmp_path / "orig" / f"u{i}.wav", x)

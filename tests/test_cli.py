@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 from spkadv.audio import sidecar
 from spkadv.cli import main as cli
-from spkadv.core import protect as P
+from spkadv.core import modelfile
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 
 CONFIG = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101)
@@ -22,7 +22,7 @@ def models(tmp_path: Path) -> tuple[Path, Path]:
     for seed in (0, 1):
         torch.manual_seed(seed)
         paths.append(
-            P.save_model(
+            modelfile.save_model(
                 tmp_path / f"model{seed}.pt", SSEDGenerator(CONFIG), RemovalModule(CONFIG), 0.05
             )
         )
@@ -52,7 +52,7 @@ def test_round_trip_on_an_odd_length_file(tmp_path: Path, models, capsys) -> Non
     r, _ = sf.read(rst, dtype="float32")
     assert len(r) == 8_001 and sf.info(str(rst)).subtype == "FLOAT"
     assert 0 < np.abs(y - x).max() <= 0.05 + 1 / 32768
-    assert sidecar.read_tag(adv) == P.load_model(models[0]).fingerprint
+    assert sidecar.read_tag(adv) == modelfile.load_model(models[0]).fingerprint
     assert src.read_bytes() == before
     assert (
         cli.main(

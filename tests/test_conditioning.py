@@ -9,23 +9,24 @@ import numpy as np
 import pytest
 import torch
 from spkadv.audio import sidecar
-from spkadv.core import conditioning, protect
+from spkadv.core import conditioning, modelfile, protect
 from spkadv.core.losses import LossWeights, delta_removal_loss
 from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
 from spkadv.core.train import TrainConfig, train
+from spkadv.evaluation import conditions
 from spkadv.evaluation.metrics import snr_db
 
 CONDITIONED = SSEDConfig(width=4, stages=2, res_blocks=1, embed_dim=16, code_film=True)
 
 
-def _model(cfg: SSEDConfig = CONDITIONED, seed: int = 0) -> protect.ProtectionModel:
+def _model(cfg: SSEDConfig = CONDITIONED, seed: int = 0) -> modelfile.ProtectionModel:
     torch.manual_seed(seed)
     gen, rem = SSEDGenerator(cfg).eval(), RemovalModule(cfg).eval()
     with torch.no_grad():  # non-zero FiLM weights, so that the embedding really matters
         for module in (gen, rem):
             if module.film is not None:
                 module.film.weight.normal_(0, 0.5)
-    return protect.ProtectionModel(gen, rem, 0.1, "test", cfg, {}, RandomConvEncoder())
+    return modelfile.ProtectionModel(gen, rem, 0.1, "test", cfg, {}, RandomConvEncoder())
 
 
 def _speech(seconds: float, seed: int = 0) -> np.ndarray:
@@ -108,10 +109,10 @@ def test_code_travels_in_the_sidecar(tmp_path: Path) -> None:
 def test_gn_has_the_snr_of_adv_per_utterance() -> None:
     x = _speech(1.5)
     delta = 0.01 * np.random.default_rng(3).standard_normal(len(x)).astype(np.float32)
-    gn = protect.matched_noise(x, delta, 0, "utt1")
+    gn = conditions.matched_noise(x, delta, 0, "utt1")
     assert snr_db(x, gn) == pytest.approx(snr_db(x, x + delta), abs=0.2)
-    assert np.array_equal(gn, protect.matched_noise(x, delta, 0, "utt1"))
-    assert not np.array_equal(gn, protect.matched_noise(x, delta, 0, "utt2"))
+    assert np.array_equal(gn, conditions.matched_noise(x, delta, 0, "utt1"))
+    assert not np.array_equal(gn, conditions.matched_noise(x, delta, 0, "utt2"))
 
 
 def test_delta_removal_loss_is_relative_and_zero_for_exact_removal() -> None:
@@ -141,7 +142,7 @@ def test_tiny_joint_run_with_delta_removal_does_not_collapse(tmp_path: Path) -> 
         checkpoint_every=1000,
     )
     result = train(cfg, waves, RandomConvEncoder(), tmp_path, progress=False)
-    model = protect.ProtectionModel(
+    model = modelfile.ProtectionModel(
         result.generator, result.removal, cfg.eps, "t", model_cfg, {}, RandomConvEncoder()
     )
     x = waves[0]

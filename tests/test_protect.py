@@ -8,24 +8,26 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spkadv.audio import sidecar
+from spkadv.core import modelfile
 from spkadv.core import protect as P
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.evaluation import conditions
 
 CONFIG = SSEDConfig(width=4, stages=3, res_blocks=1, level_window=101)
 
 
 def _model(
     tmp_path, config: SSEDConfig = CONFIG, seed: int = 0, eps: float = 0.05
-) -> P.ProtectionModel:
+) -> modelfile.ProtectionModel:
     torch.manual_seed(seed)
-    path = P.save_model(
+    path = modelfile.save_model(
         tmp_path / f"model{seed}.pt", SSEDGenerator(config), RemovalModule(config), eps
     )
-    return P.load_model(path)
+    return modelfile.load_model(path)
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> P.ProtectionModel:
+def model(tmp_path_factory) -> modelfile.ProtectionModel:
     return _model(tmp_path_factory.mktemp("m"))
 
 
@@ -33,7 +35,7 @@ def _signal(length: int, seed: int = 0) -> np.ndarray:
     return (0.1 * np.random.default_rng(seed).standard_normal(length)).astype(np.float32)
 
 
-def test_protect_bounds_length_and_restore(model: P.ProtectionModel) -> None:
+def test_protect_bounds_length_and_restore(model: modelfile.ProtectionModel) -> None:
     x = _signal(12_345)
     x_adv = P.protect(model, x)
     assert x_adv.shape == x.shape and x_adv.dtype == np.float32
@@ -45,7 +47,7 @@ def test_protect_bounds_length_and_restore(model: P.ProtectionModel) -> None:
 @settings(max_examples=25, deadline=None)
 @given(length=st.integers(2, 6000), chunk=st.integers(1, 3000))
 def test_chunk_boundaries_never_change_the_result(
-    model: P.ProtectionModel, length: int, chunk: int
+    model: modelfile.ProtectionModel, length: int, chunk: int
 ) -> None:
     x = _signal(length, seed=length)
     whole = P.protect(model, x, chunk_seconds=1e3)
@@ -72,7 +74,9 @@ def test_mask_init_model_chunks_exactly(tmp_path) -> None:
     torch.manual_seed(0)
     gen = SSEDGenerator(config)
     torch.nn.init.normal_(gen.mask_decoder.net[-1].weight, std=0.1)  # as after some training
-    model = P.load_model(P.save_model(tmp_path / "m.pt", gen, RemovalModule(config), 0.1))
+    model = modelfile.load_model(
+        modelfile.save_model(tmp_path / "m.pt", gen, RemovalModule(config), 0.1)
+    )
     x = _signal(9_001)
     assert np.abs(P.protect(model, x, 0.02) - P.protect(model, x, 10.0)).max() <= 1e-6
 
@@ -89,13 +93,13 @@ def test_refinement_converges_to_the_generator_fixed_point(tmp_path) -> None:
     assert np.abs(P.restore_refined(model, x_adv, 8, chunk_seconds=0.01) - refined).max() <= 1e-5
 
 
-def test_model_file_round_trip_and_fingerprint(tmp_path, model: P.ProtectionModel) -> None:
+def test_model_file_round_trip_and_fingerprint(tmp_path, model: modelfile.ProtectionModel) -> None:
     other = _model(tmp_path, seed=1)
     assert len(model.fingerprint) == 64 and model.fingerprint != other.fingerprint
-    again = P.load_model(tmp_path / "model1.pt")
+    again = modelfile.load_model(tmp_path / "model1.pt")
     assert again.fingerprint == other.fingerprint and again.eps == 0.05
     state = torch.load(tmp_path / "model1.pt", weights_only=True)
-    assert state["format"] == P.FORMAT
+    assert state["format"] == modelfile.FORMAT
 
 
 def test_tampered_model_is_refused(tmp_path) -> None:
@@ -104,8 +108,8 @@ def test_tampered_model_is_refused(tmp_path) -> None:
     key = next(iter(state["generator"]))
     state["generator"][key] = state["generator"][key] + 1
     torch.save(state, tmp_path / "tampered.pt")
-    with pytest.raises(P.ModelFileError, match="fingerprint mismatch"):
-        P.load_model(tmp_path / "tampered.pt")
+    with pytest.raises(modelfile.ModelFileError, match="fingerprint mismatch"):
+        modelfile.load_model(tmp_path / "tampered.pt")
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 50, "truncated"])
@@ -114,13 +118,13 @@ def test_damaged_or_foreign_model_file_names_the_file(tmp_path, content) -> None
     good = (tmp_path / "model0.pt").read_bytes()
     bad = tmp_path / "bad model.pt"
     bad.write_bytes(good[: len(good) // 2] if content == "truncated" else content)
-    with pytest.raises(P.ModelFileError, match="bad model.pt"):
-        P.load_model(bad)
+    with pytest.raises(modelfile.ModelFileError, match="bad model.pt"):
+        modelfile.load_model(bad)
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
-    with pytest.raises(P.ModelFileError, match="not a spkadv protection model"):
-        P.load_model(tmp_path / "foreign.pt")
-    with pytest.raises(P.ModelFileError, match="not found"):
-        P.load_model(tmp_path / "missing.pt")
+    with pytest.raises(modelfile.ModelFileError, match="not a spkadv protection model"):
+        modelfile.load_model(tmp_path / "foreign.pt")
+    with pytest.raises(modelfile.ModelFileError, match="not found"):
+        modelfile.load_model(tmp_path / "missing.pt")
 
 
 def test_pickled_code_is_not_executed(tmp_path) -> None:
@@ -128,12 +132,12 @@ def test_pickled_code_is_not_executed(tmp_path) -> None:
         def __reduce__(self):
             return (print, ("executed",))
 
-    torch.save({"format": P.FORMAT, "x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(P.ModelFileError, match="cannot read"):
-        P.load_model(tmp_path / "evil.pt")
+    torch.save({"format": modelfile.FORMAT, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(modelfile.ModelFileError, match="cannot read"):
+        modelfile.load_model(tmp_path / "evil.pt")
 
 
-def test_bad_waveforms_are_refused(model: P.ProtectionModel) -> None:
+def test_bad_waveforms_are_refused(model: modelfile.ProtectionModel) -> None:
     with pytest.raises(ValueError, match="mono"):
         P.protect(model, np.zeros((2, 100), np.float32))
     with pytest.raises(ValueError, match="NaN"):
@@ -148,7 +152,7 @@ def test_tag_holds_only_the_fingerprint(tmp_path) -> None:
     assert sidecar.read_tag(tmp_path / "none.wav") is None
 
 
-def test_write_conditions_and_eers(tmp_path, model: P.ProtectionModel) -> None:
+def test_write_conditions_and_eers(tmp_path, model: modelfile.ProtectionModel) -> None:
     import pandas as pd
     import soundfile as sf
 
@@ -158,7 +162,7 @@ def test_write_conditions_and_eers(tmp_path, model: P.ProtectionModel) -> None:
         sf.write(path, _signal(3_000 + i, seed=i), 16_000, subtype="FLOAT")
         rows.append({"utt_id": f"u{i}", "path": str(path)})
     folders = {c: tmp_path / c for c in ("adv", "rst", "rst_refined")}
-    table = P.write_conditions(
+    table = conditions.write_conditions(
         model, pd.DataFrame(rows), folders, refine_iterations=2, int16_utterances=1, progress=False
     )
     assert len(table) == 3 and all((folders[c] / "u2.wav").exists() for c in folders)
@@ -166,11 +170,11 @@ def test_write_conditions_and_eers(tmp_path, model: P.ProtectionModel) -> None:
     assert (table["snr_rst_refined_db"] >= table["snr_rst_db"]).all()
     written, _ = sf.read(folders["adv"] / "u1.wav", dtype="float32")
     assert len(written) == 3_001 and sf.info(str(folders["adv"] / "u1.wav")).subtype == "FLOAT"
-    assert P.mean_db([10.0, float("inf")]) == pytest.approx(105.0)
+    assert conditions.mean_db([10.0, float("inf")]) == pytest.approx(105.0)
 
 
 def test_write_conditions_in_worker_processes_equals_one_process(
-    tmp_path, model: P.ProtectionModel
+    tmp_path, model: modelfile.ProtectionModel
 ) -> None:
     import pandas as pd
     import soundfile as sf
@@ -186,7 +190,7 @@ def test_write_conditions_in_worker_processes_equals_one_process(
         folders[workers] = {c: tmp_path / f"w{workers}" / c for c in ("adv", "gn", "rst")}
         for folder in folders[workers].values():
             folder.mkdir(parents=True)
-        tables[workers] = P.write_conditions(
+        tables[workers] = conditions.write_conditions(
             model, rows, folders[workers], int16_utterances=2, progress=False, workers=workers
         )
     assert list(tables[2]["utt_id"]) == list(rows["utt_id"])  # the rows' order, not completion's
@@ -200,12 +204,16 @@ def test_write_conditions_in_worker_processes_equals_one_process(
             assert one.shape == two.shape and np.abs(one - two).max() <= 1e-5
 
 
-def test_worker_count_resolution(model: P.ProtectionModel) -> None:
-    assert P.resolve_workers(model, 4, items=3) == 3  # never more processes than utterances
-    assert P.resolve_workers(model, 1, items=10) == 1
-    assert P.resolve_workers(model, 0, items=10) == max(1, min(torch.get_num_threads(), 10))
+def test_worker_count_resolution(model: modelfile.ProtectionModel) -> None:
+    assert (
+        conditions.resolve_workers(model, 4, items=3) == 3
+    )  # never more processes than utterances
+    assert conditions.resolve_workers(model, 1, items=10) == 1
+    assert conditions.resolve_workers(model, 0, items=10) == max(
+        1, min(torch.get_num_threads(), 10)
+    )
     with pytest.raises(ValueError, match="workers=-1"):
-        P.resolve_workers(model, -1, items=10)
+        conditions.resolve_workers(model, -1, items=10)
 
 
 def test_condition_eers_pool_trials() -> None:
@@ -221,5 +229,5 @@ def test_condition_eers_pool_trials() -> None:
         "b2": np.array([0.1, 1.0]),
     }
     swapped = {**clean, "a2": clean["b2"], "b2": clean["a2"]}  # an attack that flips identities
-    eers = P.condition_eers(trials, {"rec": clean, "adv": swapped}, ["rec-rec", "rec-adv"])
+    eers = conditions.condition_eers(trials, {"rec": clean, "adv": swapped}, ["rec-rec", "rec-adv"])
     assert eers["rec-rec"] == pytest.approx(0.0) and eers["rec-adv"] == pytest.approx(100.0)

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 from spkadv.cli import main as cli
-from spkadv.core import protect as P
+from spkadv.core import modelfile
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 
 SR = 16_000
@@ -24,7 +24,7 @@ def model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101)
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    return P.save_model(path, SSEDGenerator(config), RemovalModule(config), 0.05)
+    return modelfile.save_model(path, SSEDGenerator(config), RemovalModule(config), 0.05)
 
 
 def speech_like(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:

@@ -11,6 +11,7 @@ import torch
 from spkadv.audio import sidecar, streaming
 from spkadv.audio.io import AudioError, load_audio, save_audio
 from spkadv.cli import main as cli
+from spkadv.core import modelfile
 from spkadv.core import protect as P
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 
@@ -22,7 +23,9 @@ CHUNK_SECONDS = 0.25
 @pytest.fixture
 def model_path(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    return P.save_model(tmp_path / "model.pt", SSEDGenerator(CONFIG), RemovalModule(CONFIG), 0.05)
+    return modelfile.save_model(
+        tmp_path / "model.pt", SSEDGenerator(CONFIG), RemovalModule(CONFIG), 0.05
+    )
 
 
 def _speechlike(length: int, seed: int = 0) -> np.ndarray:
@@ -46,7 +49,7 @@ def _cli(*args: str) -> int:
 def test_streamed_files_equal_whole_file_processing_bit_for_bit(tmp_path, model_path, fmt):
     src = tmp_path / "in.wav"
     sf.write(src, _speechlike(LENGTH), 16_000, subtype="FLOAT")
-    model = P.load_model(model_path)
+    model = modelfile.load_model(model_path)
     assert LENGTH > 4 * CHUNK_SECONDS * 16_000 + 2 * model.overlap  # several blocks
     adv, rst = tmp_path / "adv.wav", tmp_path / "rst.wav"
     assert (
@@ -70,7 +73,7 @@ def test_streamed_files_equal_whole_file_processing_bit_for_bit(tmp_path, model_
 def test_reads_are_bounded_by_the_block_and_its_context(tmp_path, model_path, monkeypatch):
     src = tmp_path / "in.wav"
     sf.write(src, _speechlike(LENGTH), 16_000, subtype="PCM_16")
-    model = P.load_model(model_path)
+    model = modelfile.load_model(model_path)
     sizes = []
     read = streaming.AudioSource.read
 
@@ -91,7 +94,7 @@ def test_reads_are_bounded_by_the_block_and_its_context(tmp_path, model_path, mo
 def test_refined_restore_streams_with_wider_context(tmp_path, model_path):
     src = tmp_path / "in.wav"
     sf.write(src, _speechlike(LENGTH, seed=2), 16_000, subtype="FLOAT")
-    model = P.load_model(model_path)
+    model = modelfile.load_model(model_path)
     adv, ref = tmp_path / "adv.wav", tmp_path / "ref.wav"
     assert (
         _cli("protect", str(src), "-o", str(adv), "--model", str(model_path), "--format", "float")
@@ -131,7 +134,7 @@ def test_cli_streams_resampled_input(tmp_path, model_path):
         _cli("protect", str(src), "-o", str(adv), "--model", str(model_path), "--format", "float")
         == 0
     )
-    model = P.load_model(model_path)
+    model = modelfile.load_model(model_path)
     whole = P.protect(model, load_audio(src), CHUNK_SECONDS)
     y, sr = sf.read(adv, dtype="float32")
     assert sr == 16_000 and len(y) == len(whole)
@@ -188,12 +191,14 @@ def test_models_that_need_the_whole_file_fall_back_to_it(tmp_path):
     config = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101, mask_norm="minmax")
     assert not config.is_local
     torch.manual_seed(0)
-    path = P.save_model(tmp_path / "m.pt", SSEDGenerator(config), RemovalModule(config), 0.05)
+    path = modelfile.save_model(
+        tmp_path / "m.pt", SSEDGenerator(config), RemovalModule(config), 0.05
+    )
     src = tmp_path / "in.wav"
     sf.write(src, _speechlike(LENGTH), 16_000, subtype="FLOAT")
     adv = tmp_path / "adv.wav"
     assert _cli("protect", str(src), "-o", str(adv), "--model", str(path), "--format", "float") == 0
-    whole = P.protect(P.load_model(path), load_audio(src), CHUNK_SECONDS)
+    whole = P.protect(modelfile.load_model(path), load_audio(src), CHUNK_SECONDS)
     np.testing.assert_array_equal(sf.read(adv, dtype="float32")[0], whole)
 
 
@@ -203,7 +208,7 @@ def test_code_models_stream_with_the_code_of_a_first_pass(tmp_path, capsys):
     )
     torch.manual_seed(0)
     meta = {"encoder": "random-conv", "code_steps": 2, "code_radius": 2.0}
-    path = P.save_model(
+    path = modelfile.save_model(
         tmp_path / "m.pt", SSEDGenerator(config), RemovalModule(config), 0.05, meta=meta
     )
     src = tmp_path / "in.wav"
@@ -212,7 +217,7 @@ def test_code_models_stream_with_the_code_of_a_first_pass(tmp_path, capsys):
     assert _cli("protect", str(src), "-o", str(adv), "--model", str(path), "--format", "float") == 0
     assert _cli("restore", str(adv), "-o", str(rst), "--model", str(path)) == 0
     assert "held in memory" not in capsys.readouterr().err
-    model = P.load_model(path)
+    model = modelfile.load_model(path)
     x = load_audio(src)
     code = P.protection_code(model, x)
     assert code.shape == (config.code_segments(LENGTH), config.code_dim) and np.abs(code).sum() > 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from spkadv.core import protect
+from spkadv.core import modelfile, protect
 from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
 from spkadv.encoders import surrogate
 
@@ -109,7 +109,7 @@ def test_protection_code_optimises_against_the_surrogates_in_the_meta(tmp_path: 
     surrogate.save_surrogate(model_s, TINY, path)
     cfg = SSEDConfig(width=4, stages=2, res_blocks=1, code_film=True)
     torch.manual_seed(0)
-    model = protect.ProtectionModel(
+    model = modelfile.ProtectionModel(
         SSEDGenerator(cfg).eval(), RemovalModule(cfg).eval(), 0.1, "t", cfg, {}, RandomConvEncoder()
     )
     model.meta.update(code_steps=3, code_radius=2.0)
@@ -121,7 +121,7 @@ def test_protection_code_optimises_against_the_surrogates_in_the_meta(tmp_path: 
     assert isinstance(ens, surrogate.EnsembleEncoder) and model.code_encoder() is ens  # loaded once
     joint = protect.protection_code(model, x)
     assert joint.shape == plain.shape and not np.array_equal(joint, plain)
-    assert protect.portable_copy(model)._code_encoders == {}  # workers load their own
+    assert modelfile.portable_copy(model)._code_encoders == {}  # workers load their own
     model.meta["code_surrogates"] = [{"file": str(path)}]
-    with pytest.raises(protect.ModelFileError, match="code_surrogates"):
+    with pytest.raises(modelfile.ModelFileError, match="code_surrogates"):
         model.code_encoder()

@@ -1,6 +1,6 @@
 """bfloat16 inference of a protection model on CPU (``spkadv protect/restore --bf16``).
 
-:func:`bf16_model` returns a copy of a :class:`~spkadv.core.protect.ProtectionModel` whose networks run
+:func:`bf16_model` returns a copy of a :class:`~spkadv.core.modelfile.ProtectionModel` whose networks run
 under ``torch.autocast("cpu", dtype=torch.bfloat16)`` and hand back float32 noise and mask, so
 that :func:`spkadv.core.protect.protect` and :func:`spkadv.core.protect.restore` work on it unchanged (the
 input is added in float32 as before). CPUs with AMX-BF16 or AVX512-BF16 run the convolutions

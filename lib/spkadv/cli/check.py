@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from spkadv.audio import sidecar
+from spkadv.core import modelfile
 
 META_KEY = "verification"
 DEFAULT_ENCODERS = {"whitebox": "campplus", "blackbox": "ge2e"}
@@ -75,20 +76,22 @@ def update_model_meta(path: str | os.PathLike, updates: Mapping[str, Any]) -> di
     """Merge ``updates`` into a model file's ``meta`` and rewrite the file atomically.
 
     The fingerprint covers the configuration, eps and the weights, not ``meta`` (see
-    :func:`spkadv.core.protect.compute_fingerprint`): files protected with the model still match it.
+    :func:`spkadv.core.modelfile.compute_fingerprint`): files protected with the model still match it.
     This is checked before writing. Values must be primitives (the file is read with
     ``weights_only=True``). Returns the new ``meta``.
     """
     import torch
 
     from spkadv.base.fileio import atomic_path
-    from spkadv.core import protect as P
+    from spkadv.core import modelfile
 
-    P.load_model(path)  # refuses a missing, damaged or foreign file with an actionable message
+    modelfile.load_model(
+        path
+    )  # refuses a missing, damaged or foreign file with an actionable message
     state = torch.load(path, map_location="cpu", weights_only=True)
     before = state["fingerprint"]
     state["meta"] = {**state.get("meta", {}), **dict(updates)}
-    after = P.compute_fingerprint(
+    after = modelfile.compute_fingerprint(
         state["config"], state["eps"], state["generator"], state["removal"]
     )
     if after != before:  # would mean the fingerprint started covering meta: refuse to break tags
@@ -231,7 +234,6 @@ def compare(
     """One record per pair: similarities, decisions, SNR and PESQ (a failed pair gets ``error``)."""
     import torch
 
-    from spkadv.core import protect as P
     from spkadv.encoders import speaker as E
     from spkadv.evaluation import metrics
 
@@ -247,7 +249,7 @@ def compare(
             continue
         try:
             tag = sidecar.read_tag(prot)
-        except (P.ModelFileError, sidecar.SidecarError) as err:
+        except (modelfile.ModelFileError, sidecar.SidecarError) as err:
             tag = None
             notes.append(str(err))
         if model_fingerprint and tag and tag != model_fingerprint:
@@ -394,13 +396,12 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from spkadv.base.fileio import _json_safe
-    from spkadv.core import protect as P
 
     try:
         pairs = pair_files(args.original, args.protected)
         thresholds, header, fingerprint = {}, [], None
         if args.model is not None:
-            model = P.load_model(args.model)
+            model = modelfile.load_model(args.model)
             fingerprint = model.fingerprint
             thresholds = thresholds_of(model.meta)
             header.append(f"model {args.model} (fingerprint {fingerprint[:12]}…)")
@@ -419,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
             for role, default in DEFAULT_ENCODERS.items()
         }
         header += _describe_thresholds(thresholds, encoders)
-    except (CheckError, P.ModelFileError, sidecar.SidecarError) as err:
+    except (CheckError, modelfile.ModelFileError, sidecar.SidecarError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     records = compare(pairs, encoders, thresholds, fingerprint)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from spkadv.audio import sidecar
+from spkadv.core import modelfile
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 SUBTYPES = {"pcm16": "PCM_16", "float": "FLOAT"}
@@ -212,7 +213,7 @@ def _process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
     if args.command == "restore":
         _check_fingerprint(args, model, src)
         if args.refine <= 0 and model.removal is None:
-            raise P.ModelFileError(
+            raise modelfile.ModelFileError(
                 "this model has no removal module F_R (an SSED baseline model); use --refine N"
             )
     with streaming.AudioSource(src) as source:
@@ -286,12 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not low_memory():
             print("note: --low-memory needs glibc's allocator; running as usual", file=sys.stderr)
     from spkadv.audio.io import AudioError
-    from spkadv.core import protect as P
 
     try:
-        model = P.load_model(args.model)
+        model = modelfile.load_model(args.model)
         pairs = _pairs(args.input, args.output)
-    except (P.ModelFileError, sidecar.SidecarError, UsageError) as err:
+    except (modelfile.ModelFileError, sidecar.SidecarError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.bf16:
@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (
             AudioError,
             UsageError,
-            P.ModelFileError,
+            modelfile.ModelFileError,
             sidecar.SidecarError,
             ValueError,
             RuntimeError,

@@ -592,7 +592,7 @@ def load_encoder(name: str, device: torch.device | None = None) -> torch.nn.Modu
 def main(argv: Sequence[str] | None = None) -> int:
     """Script / torchrun entry: train from a profile's parameters and write the model file."""
     from spkadv.base import config as cfgmod
-    from spkadv.core import protect
+    from spkadv.core import modelfile
 
     parser = argparse.ArgumentParser(
         prog="python -m spkadv.core.train", description=__doc__.split("\n")[0]
@@ -655,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if rank0:
             name = "model.pt" if joint else "model_ssed.pt"
-            path = protect.save_model(out / name, result.generator, result.removal, config.eps)
+            path = modelfile.save_model(out / name, result.generator, result.removal, config.eps)
             print(
                 f"trained {result.steps} steps in {result.minutes:.2f} min; model written to {path}"
             )

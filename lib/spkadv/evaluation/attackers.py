@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from spkadv import SAMPLE_RATE
+from spkadv.core import modelfile
 from spkadv.core.models import RemovalModule, SSEDConfig
 from spkadv.core.train import TrainConfig
 
@@ -69,14 +70,15 @@ class ProtectionOracle:
         workers: int = 1,
         **protect_kwargs,
     ):
-        from spkadv.core import protect as P
+        from spkadv.core import modelfile
         from spkadv.core.train import pick_device
+        from spkadv.evaluation import conditions
 
-        model = P.load_model(model_path, device or pick_device())
+        model = modelfile.load_model(model_path, device or pick_device())
         self._protect = _oracle_function(model, protect_kwargs)
         self._model_path = str(model_path)
         self._protect_kwargs = tuple(protect_kwargs.items())  # for the workers (no dict: no stash)
-        self._workers = P.resolve_workers(model, workers, items=1 << 30)
+        self._workers = conditions.resolve_workers(model, workers, items=1 << 30)
         self.calls = 0
         self.audio_seconds = 0.0
 
@@ -142,10 +144,9 @@ _ORACLE_WORKER: Callable[..., np.ndarray] | None = None
 
 def _oracle_worker_start(model_path: str, protect_kwargs: dict[str, Any]) -> None:
     """Worker initialiser of :meth:`ProtectionOracle.map`: the model loaded from its file."""
-    from spkadv.core import protect as P
 
     global _ORACLE_WORKER
-    _ORACLE_WORKER = _oracle_function(P.load_model(model_path, "cpu"), protect_kwargs)
+    _ORACLE_WORKER = _oracle_function(modelfile.load_model(model_path, "cpu"), protect_kwargs)
 
 
 def _ask(oracle, waves: list[np.ndarray], progress: bool, desc: str) -> list[np.ndarray]:
@@ -551,7 +552,7 @@ def train_other_model(
     Returns the model file and the training minutes. Resumes from ``out_dir/checkpoints`` like
     notebook 20.
     """
-    from spkadv.core import protect, train
+    from spkadv.core import train
 
     if seed == base.seed:
         raise ValueError(f"the second model needs another seed than the first one's ({base.seed})")
@@ -568,7 +569,7 @@ def train_other_model(
         cfg, waves, encoder, out_dir / "checkpoints", progress=progress, device=device,
         speakers=speakers,
     )  # fmt: skip
-    path = protect.save_model(
+    path = modelfile.save_model(
         out_dir / "model.pt", result.generator, result.removal, cfg.eps,
         meta={**(meta or {}), "seed": seed, "steps": result.steps, "role": "another user's model"},
     )  # fmt: skip

@@ -26,7 +26,8 @@ import torch
 
 from spkadv import SAMPLE_RATE
 from spkadv.audio.io import load_audio
-from spkadv.core import protect
+from spkadv.core import modelfile, protect
+from spkadv.evaluation import conditions
 
 MEL_BANDS = 40  # bands of the linear-power mel spectrogram (GE2E's input: 25 ms / 10 ms, 40 mels)
 
@@ -37,13 +38,13 @@ def _cache_key(what, utt_ids: Sequence[str], settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def variant_key(model: protect.ProtectionModel, utt_ids: Sequence[str], settings: dict) -> str:
+def variant_key(model: modelfile.ProtectionModel, utt_ids: Sequence[str], settings: dict) -> str:
     """Cache key of one protected set: model, subset and protect-time settings."""
     return _cache_key(model.fingerprint, utt_ids, settings)
 
 
 def protect_set(
-    model: protect.ProtectionModel,
+    model: modelfile.ProtectionModel,
     rows,
     folder: Path,
     settings: dict[str, Any],
@@ -52,7 +53,7 @@ def protect_set(
 ) -> list[Path]:
     """Protect ``rows`` (``utt_id``, ``path``) with ``settings`` (``code_steps``, ``code_shift``;
     ``code_surrogates``: surrogate encoders joining the white box in the code's loss, see
-    :meth:`spkadv.core.protect.ProtectionModel.code_encoder`; ``lowpass_hz``: the probe of
+    :meth:`spkadv.core.modelfile.ProtectionModel.code_encoder`; ``lowpass_hz``: the probe of
     :func:`lowpass_map`) into ``folder/adv`` (and matched noise into ``folder/gn``); utterances with
     both files written are kept, so an interrupted run continues. Returns the adv paths in
     ``rows``' order."""
@@ -76,7 +77,9 @@ def protect_set(
                     model, todo, folders, float(settings["lowpass_hz"]), workers, progress
                 )
             else:
-                protect.write_conditions(model, todo, folders, progress=progress, workers=workers)
+                conditions.write_conditions(
+                    model, todo, folders, progress=progress, workers=workers
+                )
         finally:
             model.meta.clear()
             model.meta.update(meta)
@@ -126,7 +129,7 @@ def pgd_set(
         adv = pgd(encoder, x, snr_db=snr_db, steps=steps, seed=i).x_adv
         save_audio(folders["adv"] / f"{utt_ids[i]}.wav", adv)
         save_audio(
-            folders["gn"] / f"{utt_ids[i]}.wav", protect.matched_noise(x, adv - x, 0, utt_ids[i])
+            folders["gn"] / f"{utt_ids[i]}.wav", conditions.matched_noise(x, adv - x, 0, utt_ids[i])
         )
     return [folders["adv"] / f"{u}.wav" for u in utt_ids]
 
@@ -206,10 +209,10 @@ def shaped_noise(
     return (x + noise).astype(np.float32)
 
 
-_PROBE_MODEL: protect.ProtectionModel | None = None
+_PROBE_MODEL: modelfile.ProtectionModel | None = None
 
 
-def _probe_start(model: protect.ProtectionModel) -> None:
+def _probe_start(model: modelfile.ProtectionModel) -> None:
     global _PROBE_MODEL
     _PROBE_MODEL = model
 
@@ -228,7 +231,7 @@ def _probe_one(utt: str, path: str, folders: dict[str, str], lowpass_hz: float) 
         low = delta_map(torch.from_numpy(np.ascontiguousarray(delta, dtype=np.float32))[None])
     adv = (x + low[0].numpy()).astype(np.float32)
     save_audio(Path(folders["adv"]) / f"{utt}.wav", adv)
-    save_audio(Path(folders["gn"]) / f"{utt}.wav", protect.matched_noise(x, adv - x, 0, utt))
+    save_audio(Path(folders["gn"]) / f"{utt}.wav", conditions.matched_noise(x, adv - x, 0, utt))
     return utt
 
 
@@ -243,7 +246,7 @@ def _protect_lowpass(model, rows, folders, lowpass_hz: float, workers: int, prog
     folders = {k: str(v) for k, v in folders.items()}
     pairs = zip(rows["utt_id"], rows["path"], strict=True)
     calls = [((u, str(p), folders, lowpass_hz), {}) for u, p in pairs]
-    workers = protect.resolve_workers(model, workers, len(calls))
+    workers = conditions.resolve_workers(model, workers, len(calls))
     bar = tqdm(total=len(calls), desc="low-pass probe", disable=not progress)
     if workers == 1:
         _probe_start(model)
@@ -251,7 +254,7 @@ def _protect_lowpass(model, rows, folders, lowpass_hz: float, workers: int, prog
             _probe_one(*args)
             bar.update()
     else:
-        portable = protect.portable_copy(model)
+        portable = modelfile.portable_copy(model)
         for _ in process_map(_probe_one, calls, workers, _probe_start, (portable,)):
             bar.update()
     bar.close()

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from spkadv import SAMPLE_RATE
 from spkadv.audio.io import load_audio
 from spkadv.base.fileio import read_json, write_json
-from spkadv.core import protect, train
+from spkadv.core import modelfile, protect, train
 from spkadv.core.models import SSEDGenerator
-from spkadv.evaluation import metrics
+from spkadv.evaluation import conditions, metrics
 
 # What every variant starts from, whatever the profile now adopts: the SSED generator as it was
 # before the study (no code, no context, fp32, eq. 2 to the utterance, SNR hinge at 27 dB), so the
@@ -143,7 +143,7 @@ def score(
         if restore_fn is not None:
             rsts.append(restore_fn(i, adv))
             snr_rst.append(metrics.snr_db(x, rsts[-1]))
-        gns.append(protect.matched_noise(x, adv - x, noise_seed, utt))
+        gns.append(conditions.matched_noise(x, adv - x, noise_seed, utt))
         snrs.append(metrics.snr_db(x, adv))
         if i < pesq_utts:
             pesqs.append(metrics.pesq_nb_raw(x, adv))
@@ -154,12 +154,12 @@ def score(
         "eer_recgn": pair_eer(rec_emb, gn_emb, evalset.speakers),
         "cos_x_adv": float(np.mean(np.sum(rec_emb * adv_emb, axis=1))),
         "cos_x_gn": float(np.mean(np.sum(rec_emb * gn_emb, axis=1))),
-        "snr_adv_db": protect.mean_db(snrs),
+        "snr_adv_db": conditions.mean_db(snrs),
         "pesq_adv_nb_raw": float(np.mean(pesqs)) if pesqs else float("nan"),
     }
     if restore_fn is not None:
         out["eer_recrst"] = pair_eer(rec_emb, _embed(encoder, rsts), evalset.speakers)
-        out["snr_rst_db"] = protect.mean_db(snr_rst)
+        out["snr_rst_db"] = conditions.mean_db(snr_rst)
     gn = out["eer_recgn"]
     out["adversarial_gain"] = out["eer_recadv"] / gn if gn > 0 else float("nan")
     return out
@@ -170,7 +170,7 @@ def _digest(obj: Any) -> str:
 
 
 def score_model(
-    model: protect.ProtectionModel,
+    model: modelfile.ProtectionModel,
     encoder: torch.nn.Module,
     evalset: EvalSet,
     rec_emb: np.ndarray,
@@ -268,7 +268,7 @@ def run_variant(
         generator = SSEDGenerator(cfg.model)
         generator.load_state_dict(state["generator"])
         generator.eval()
-        model = protect.ProtectionModel(
+        model = modelfile.ProtectionModel(
             generator, None, cfg.eps, "", cfg.model, {"encoder": "study"}, encoder
         )
         base = {
@@ -387,7 +387,7 @@ def joint_run(
                 device=torch.device("cpu"),
             )  # fmt: skip
             minutes, steps = (time.perf_counter() - t0) / 60, result.steps
-            model = protect.ProtectionModel(
+            model = modelfile.ProtectionModel(
                 result.generator, result.removal, cfg.eps, "", cfg.model, meta, encoder
             )
             scores = score_model(model, encoder, evalset, rec_emb)

@@ -1,0 +1,192 @@
+"""The evaluation set's conditions (notebooks 10 and 20): adv, rst, rst_refined and gn audio for every
+eval utterance, written by one-thread worker processes, and their SNR / EER summaries."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spkadv.audio import sidecar
+from spkadv.core.modelfile import ProtectionModel, portable_copy
+from spkadv.core.protect import protect, protection_code, restore, restore_refined
+
+# --- evaluation-set processing (notebooks 10 and 20) ------------------------------------------
+
+
+def quantize_pcm16(x: np.ndarray) -> np.ndarray:
+    """What storing ``x`` as 16-bit PCM does to it (soundfile's float -> int16 scaling)."""
+    return (np.round(np.clip(x, -1.0, 1.0 - 1.0 / 32768) * 32768) / 32768).astype(np.float32)
+
+
+def write_conditions(
+    model: ProtectionModel,
+    rows,
+    folders: dict[str, os.PathLike],
+    refine_iterations: int = 10,
+    int16_utterances: int = 0,
+    progress: bool = True,
+    noise_seed: int = 0,
+    workers: int = 1,
+):
+    """Protect (and restore) every eval utterance; write ``<folder>/<utt_id>.wav`` as float WAV.
+
+    A model with a per-utterance code gets it optimised for each utterance (the model's
+    ``meta["code_steps"]``); the code goes into the protected file's sidecar, as with the CLI.
+
+    Args:
+        rows: manifest rows (``utt_id``, ``path``).
+        folders: condition -> folder, among ``adv`` (or ``adv_ssed``), ``rst``, ``rst_refined``,
+            and ``gn``: Gaussian noise of the same power as this utterance's δ (same SNR as x').
+        int16_utterances: for the first N utterances, also measure restoration from x' stored as
+            16-bit PCM (one-shot, refined, and the quantisation floor SNR(x, x + q)).
+        workers: processes sharing the utterances, one torch thread each (1: in this process;
+            0: one per torch thread of this process, or 1 when the model is on a GPU). The code
+            optimisation runs small convolutions that a second thread barely speeds up, so two
+            one-thread processes on two cores get through the eval set faster than one process
+            with two threads (1.34x on 40 default utterances, ``benchmarks/bench_workers.py``).
+
+    Returns:
+        DataFrame with one row per utterance (``rows``' order) and the SNRs (dB) of each
+        condition against x.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    items = [
+        (i, utt, str(path))
+        for i, (utt, path) in enumerate(zip(rows["utt_id"], rows["path"], strict=True))
+    ]
+    options = {
+        "folders": {k: str(v) for k, v in folders.items()},
+        "refine_iterations": refine_iterations,
+        "int16_utterances": int16_utterances,
+        "noise_seed": noise_seed,
+    }
+    workers = resolve_workers(model, workers, len(items))
+    bar = tqdm(total=len(items), desc="eval set", disable=not progress)
+    records: list[dict[str, Any]] = []
+    if workers == 1:
+        for item in items:
+            records.append(_condition_record(model, *item, **options))
+            bar.update()
+    else:
+        from spkadv.base.threads import process_map
+
+        portable = portable_copy(model)
+        calls = [(item, options) for item in items]
+        for _, record in process_map(_worker_record, calls, workers, _worker_start, (portable,)):
+            records.append(record)
+            bar.update()
+    bar.close()
+    records.sort(key=lambda r: r.pop("_index"))
+    return pd.DataFrame(records)
+
+
+def resolve_workers(model: ProtectionModel, workers: int, items: int) -> int:
+    """The process count :func:`write_conditions` uses for ``workers`` (see there)."""
+    from spkadv.base.threads import worker_count
+
+    on_cpu = next(model.generator.parameters()).device.type == "cpu"
+    return worker_count(workers, items, parallel=on_cpu)
+
+
+_WORKER_MODEL: ProtectionModel | None = None
+
+
+def _worker_start(model: ProtectionModel) -> None:
+    """Worker initialiser of :func:`write_conditions`: the model kept for the tasks."""
+    global _WORKER_MODEL
+    _WORKER_MODEL = model
+
+
+def _worker_record(*args, **kwargs) -> dict[str, Any]:
+    assert _WORKER_MODEL is not None, "worker started without a model"
+    return _condition_record(_WORKER_MODEL, *args, **kwargs)
+
+
+def _condition_record(
+    model: ProtectionModel,
+    index: int,
+    utt: str,
+    path: str,
+    folders: dict[str, str],
+    refine_iterations: int,
+    int16_utterances: int,
+    noise_seed: int,
+) -> dict[str, Any]:
+    """One utterance of :func:`write_conditions`: its files written, its SNRs returned."""
+    from spkadv.audio.io import load_audio, save_audio
+    from spkadv.evaluation.metrics import snr_db
+
+    adv_key = next(k for k in folders if k.startswith("adv"))
+    x = load_audio(path)
+    out: dict[str, Any] = {"_index": index, "utt_id": utt}
+    code = protection_code(model, x)
+    adv = protect(model, x, code=code)
+    adv_path = Path(folders[adv_key]) / f"{utt}.wav"
+    save_audio(adv_path, adv)
+    if code is not None:
+        sidecar.write_tag(adv_path, model.fingerprint, code)
+    out["snr_adv_db"] = snr_db(x, adv)
+    if "gn" in folders:
+        gn = matched_noise(x, adv - x, noise_seed, utt)
+        save_audio(Path(folders["gn"]) / f"{utt}.wav", gn)
+        out["snr_gn_db"] = snr_db(x, gn)
+    if "rst" in folders:
+        rst = restore(model, adv, code=code)
+        save_audio(Path(folders["rst"]) / f"{utt}.wav", rst)
+        out["snr_rst_db"] = snr_db(x, rst)
+    if "rst_refined" in folders:
+        ref = restore_refined(model, adv, refine_iterations, code=code)
+        save_audio(Path(folders["rst_refined"]) / f"{utt}.wav", ref)
+        out["snr_rst_refined_db"] = snr_db(x, ref)
+    if index < int16_utterances and model.removal is not None:
+        adv16 = quantize_pcm16(adv)
+        out["snr_int16_floor_db"] = snr_db(x, x + (adv16 - adv))
+        out["snr_rst_int16_db"] = snr_db(x, restore(model, adv16, code=code))
+        out["snr_rst_refined_int16_db"] = snr_db(
+            x, restore_refined(model, adv16, refine_iterations, code=code)
+        )
+    return out
+
+
+def matched_noise(x: np.ndarray, delta: np.ndarray, seed: int, utt_id: str) -> np.ndarray:
+    """Condition ``gn``: x plus white Gaussian noise of δ's power, seeded by (seed, utt_id).
+
+    Same SNR against x as the protected x' = x + δ; what the perturbation does beyond that is its
+    adversarial part.
+    """
+    import zlib
+
+    rng = np.random.default_rng([seed, zlib.crc32(utt_id.encode())])
+    power = float(np.mean(np.asarray(delta, dtype=np.float64) ** 2))
+    noise = rng.standard_normal(len(x)) * np.sqrt(power)
+    return (x + noise).astype(np.float32)
+
+
+def mean_db(values) -> float:
+    """Mean of per-utterance dB values, with inf (exact restoration) capped at 200 dB."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.mean(np.minimum(arr, 200.0)))
+
+
+def condition_eers(
+    trials, embeddings: dict[str, dict[str, np.ndarray]], pairs: list[str]
+) -> dict[str, float]:
+    """Pooled EER (percent, ROC-interpolated) of trial conditions ``"enrol-test"`` like ``rec-adv``.
+
+    Args:
+        embeddings: audio condition -> {utt_id: embedding}.
+    """
+    from spkadv.evaluation import metrics
+
+    out = {}
+    for pair in pairs:
+        enrol, test = pair.split("-")
+        scores = metrics.score_trials(trials, embeddings[test], embeddings[enrol])
+        target = trials["target"].to_numpy().astype(bool)
+        out[pair] = metrics.eer(scores[target], scores[~target])
+    return out
