@@ -17,7 +17,9 @@ import numpy as np
 from benchmarks import common
 
 TRIALS = 40_000
-TARGET_FRACTION = 1 / 31  # 1 target and 30 non-target enrolments per test utterance (REFERENCE §5)
+TARGET_FRACTION = (
+    1 / 31
+)  # 1 target and 30 non-target enrolments per test utterance (docs/protocol.md §5)
 EMBED_SECONDS, QUICK_EMBED_SECONDS = 10.0, 2.0
 ASR_FILES, QUICK_ASR_FILES = 4, 1
 TABLE_STAGES = ("40_table1_eer", "50_table2_quality")

@@ -30,7 +30,7 @@ TOP = 15
 SHARE_LABELS = {  # (file stem, function) -> what it is, for the share-of-time summary
     ("models", "forward"): "F_P + F_R forward",
     ("campplus", "forward"): "CAM++ network forward",
-    ("encoders", "kaldi_fbank"): "fbank front end",
+    ("speaker", "kaldi_fbank"): "fbank front end",
     ("_tensor", "backward"): "backward (all modules)",
     ("losses", "compute_losses"): "losses",
     ("adam", "step"): "Adam step",
@@ -85,6 +85,7 @@ def profile_training(profile: str, stage: str, quick: bool) -> dict[str, Any]:
     import torch
     from spkadv.base.config import load_profile
     from spkadv.core import train as train_mod
+    from spkadv.encoders import speaker as encoders
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -98,9 +99,9 @@ def profile_training(profile: str, stage: str, quick: bool) -> dict[str, Any]:
         config = dataclasses.replace(config, batch_size=2, crop_seconds=0.5)
     encoder_name = params.get("WHITEBOX_ENCODER", "campplus")
     try:
-        encoder = train_mod.load_encoder(encoder_name, torch.device("cpu"))
+        encoder = encoders.load(encoder_name, torch.device("cpu"))
     except Exception:  # asset missing
-        encoder_name, encoder = "random-conv", train_mod.load_encoder("random-conv")
+        encoder_name, encoder = "random-conv", encoders.load("random-conv")
     waves, _ = training_waves(16)
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory() as ckpt:
@@ -142,7 +143,7 @@ def profile_quality(profile: str, quick: bool) -> dict[str, Any]:
     import numpy as np
     from spkadv.audio.io import load_audio
     from spkadv.base.config import load_profile
-    from spkadv.data import corpus as data
+    from spkadv.data import manifest as data
     from spkadv.evaluation import asr, metrics
     from spkadv.evaluation import tables as evaluation
 

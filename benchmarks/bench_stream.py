@@ -191,8 +191,10 @@ def code_digest() -> str:
     from spkadv.base.config import project_root
 
     digest = hashlib.sha256()
-    for name in ("cli", "streaming", "protect", "models", "audio", "allocator"):
-        digest.update((project_root() / "lib" / "spkadv" / f"{name}.py").read_bytes())
+    lib = project_root() / "lib" / "spkadv"
+    for name in ("cli/main", "cli/process", "audio/streaming", "audio/io", "core/protect",
+                 "core/models", "base/allocator"):  # fmt: skip
+        digest.update((lib / f"{name}.py").read_bytes())
     return digest.hexdigest()[:16]
 
 

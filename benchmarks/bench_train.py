@@ -120,17 +120,18 @@ def run(
     import torch
 
     train_mod = common.require("spkadv.core.train", "training throughput")
+    encoders = common.require("spkadv.encoders.speaker", "training throughput")
     config, where = default_train_config(quick)
-    device_t = torch.device(device) if device else train_mod.pick_device()
+    device_t = torch.device(device) if device else encoders.default_device()
     try:
-        encoder = train_mod.load_encoder(encoder_name, device_t)
+        encoder = encoders.load(encoder_name, device_t)
         encoder_used = encoder_name
     except Exception as err:  # asset missing: the tiny stand-in keeps the loop measurable
         print(
             f"  white-box encoder {encoder_name!r} unavailable ({err}); using random-conv",
             flush=True,
         )
-        encoder, encoder_used = train_mod.load_encoder("random-conv"), "random-conv (stand-in)"
+        encoder, encoder_used = encoders.load("random-conv"), "random-conv (stand-in)"
     waves, audio_source = training_waves(8 if quick else 64)
     from spkadv.base.config import load_profile
 

@@ -11,7 +11,7 @@ the worker start-up included), and the mean SNRs of both runs (the code optimisa
 bit-reproducible across thread counts, so they agree within noise, not exactly).
 
 Second part, the same comparison for CAM++ embedding of whole files
-(``spkadv.encoders.speaker.embed_files``, cache off): utterances of different lengths make batches of one,
+(``spkadv.encoders.embed.embed_files``, cache off): utterances of different lengths make batches of one,
 which a second thread barely speeds up either. Figures: ``embed_seconds_1_process``,
 ``embed_seconds_workers``, ``embed_workers_speedup``, ``embed_max_abs_diff`` (thread counts differ,
 so the embeddings agree to float32 noise, not bit for bit).
@@ -82,6 +82,7 @@ def embed_speed(workers: int, files: int) -> dict[str, Any]:
     ``workers`` one-thread processes (their start-up included)."""
     import numpy as np
     import torch
+    from spkadv.encoders import embed
     from spkadv.encoders import speaker as encoders
 
     paths, audio = common.speech_files(files)
@@ -93,7 +94,7 @@ def embed_speed(workers: int, files: int) -> dict[str, Any]:
         for name, count in (("1_process", 1), ("workers", workers)):
             torch.set_num_threads(workers if count == 1 else previous)
             t0 = time.perf_counter()
-            embeddings[name] = encoders.embed_files(
+            embeddings[name] = embed.embed_files(
                 encoder, paths, cache_dir=False, progress=False, workers=count
             )
             out[f"embed_seconds_{name}"] = round(time.perf_counter() - t0, 2)

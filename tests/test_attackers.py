@@ -15,7 +15,8 @@ from spkadv.cli import main as cli
 from spkadv.core import modelfile
 from spkadv.core import protect as P
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
-from spkadv.evaluation import attackers
+from spkadv.evaluation import attacker_tables, attackers
+from spkadv.evaluation import oracle as oracles
 
 CONFIG = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101)
 
@@ -53,7 +54,7 @@ class StrictOracle:
 
 def test_oracle_protects_like_the_tool_and_exposes_no_weights(tmp_path: Path) -> None:
     path = _model_file(tmp_path / "model.pt", 0)
-    oracle = attackers.ProtectionOracle(path, device="cpu")
+    oracle = oracles.ProtectionOracle(path, device="cpu")
     x = _speech(0.6, 0)
     np.testing.assert_array_equal(oracle(x), P.protect(modelfile.load_model(path), x))
     assert oracle.calls == 1 and oracle.audio_seconds == pytest.approx(0.6)
@@ -73,8 +74,8 @@ def test_oracle_protects_like_the_tool_and_exposes_no_weights(tmp_path: Path) ->
 def test_oracle_map_in_worker_processes_answers_in_order(tmp_path: Path) -> None:
     path = _model_file(tmp_path / "model.pt", 0)
     waves = [_speech(0.2 + 0.05 * i, i) for i in range(4)]
-    one = attackers.ProtectionOracle(path, device="cpu")
-    many = attackers.ProtectionOracle(path, device="cpu", workers=2)
+    one = oracles.ProtectionOracle(path, device="cpu")
+    many = oracles.ProtectionOracle(path, device="cpu", workers=2)
     expected = [one(x) for x in waves]
     answers = many.map(waves)
     assert [a.shape for a in answers] == [x.shape for x in waves]
@@ -183,13 +184,13 @@ def test_enrolment_queries_trust_only_a_deterministic_oracle(tmp_path: Path) -> 
         calls.append(1)
         return 0.5 * x
 
-    paths, info = attackers.query_enrolments(
+    paths, info = oracles.query_enrolments(
         deterministic, clean, published, tmp_path / "d", check=2, progress=False
     )
     assert info == {"queried": 2, "deterministic": True} and len(calls) == 2
     assert sorted(paths) == sorted(clean) and paths["u4"] == published["u4"]
     rng = np.random.default_rng(0)
-    paths, info = attackers.query_enrolments(
+    paths, info = oracles.query_enrolments(
         lambda x: 0.5 * x + 1e-3 * rng.standard_normal(x.size).astype(np.float32),
         clean, published, tmp_path / "r", check=2, progress=False,
     )  # fmt: skip
@@ -231,8 +232,8 @@ def test_second_model_needs_another_seed(tmp_path: Path) -> None:
 
 
 def test_second_model_trains_with_the_recipe_and_another_seed(tmp_path: Path) -> None:
-    from spkadv.core.models import RandomConvEncoder
     from spkadv.core.train import TrainConfig
+    from spkadv.encoders.random_conv import RandomConvEncoder
 
     base = TrainConfig(model=CONFIG, seed=0, steps=50, batch_size=2, crop_seconds=0.25)
     path, minutes = attackers.train_other_model(
@@ -248,14 +249,14 @@ def test_second_model_trains_with_the_recipe_and_another_seed(tmp_path: Path) ->
 
 
 def test_undone_share_and_table() -> None:
-    assert attackers.undone_percent(2.0, 20.0, 2.0) == pytest.approx(100.0)
-    assert attackers.undone_percent(20.0, 20.0, 2.0) == pytest.approx(0.0)
-    assert attackers.undone_percent(11.0, 20.0, 2.0) == pytest.approx(50.0)
-    assert np.isnan(attackers.undone_percent(5.0, 2.0, 2.0))  # no protection to undo
-    assert attackers.paper_mean_eer("rec-adv", "whitebox") == pytest.approx(
+    assert attacker_tables.undone_percent(2.0, 20.0, 2.0) == pytest.approx(100.0)
+    assert attacker_tables.undone_percent(20.0, 20.0, 2.0) == pytest.approx(0.0)
+    assert attacker_tables.undone_percent(11.0, 20.0, 2.0) == pytest.approx(50.0)
+    assert np.isnan(attacker_tables.undone_percent(5.0, 2.0, 2.0))  # no protection to undo
+    assert attacker_tables.paper_mean_eer("rec-adv", "whitebox") == pytest.approx(
         (18.62 + 9.27 + 15.01 + 23.16) / 4
     )
-    md = attackers.knowledge_markdown(
+    md = attacker_tables.knowledge_markdown(
         [{"knows": "F_R", "attacker": "key holder", "trial": "rec-rst", "eer_white": 1.0,
           "eer_black": float("nan"), "snr_db": None, "undone_white": 99.0}]
     )  # fmt: skip

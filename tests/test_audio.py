@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spkadv.audio.io import AudioError, load_audio, save_audio
+from spkadv.base.fileio import atomic_paths, write_text
 
 
 def tone(seconds: float = 0.5, sr: int = 16000, freq: float = 440.0) -> np.ndarray:
@@ -147,12 +150,42 @@ def test_property_round_trip(tmp_path_factory, samples, subtype):
 
 
 def test_outputs_get_ordinary_permissions(tmp_path: Path):
-    import os
-    import stat
-
-    from spkadv.base.fileio import write_text
-
     path = write_text(tmp_path / "note.txt", "hello")
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_atomic_writes_are_synced_before_the_rename(tmp_path: Path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        mode = os.fstat(fd)
+        events.append(("fsync", "folder" if stat.S_ISDIR(mode.st_mode) else mode.st_ino))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", os.stat(src).st_ino))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = write_text(tmp_path / "note.txt", "hello")
+    inode = path.stat().st_ino
+    # the file's bytes reach the disk before it takes the name, the rename after it
+    assert events == [("fsync", inode), ("rename", inode), ("fsync", "folder")]
+
+
+def test_atomic_pairs_leave_both_or_neither(tmp_path: Path):
+    a, b = tmp_path / "x.wav", tmp_path / "x.wav.json"
+    with pytest.raises(RuntimeError, match="half way"):
+        with atomic_paths(a, b) as (ta, tb):
+            ta.write_text("audio")
+            raise RuntimeError("half way")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_paths(a, b) as (ta, tb):
+        ta.write_text("audio")
+        tb.write_text("tag")
+    assert (a.read_text(), b.read_text()) == ("audio", "tag")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wav", "x.wav.json"]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from spkadv.core.models import RandomConvEncoder
+from spkadv.encoders.random_conv import RandomConvEncoder
 from spkadv.evaluation import attacks
 
 from benchmarks import bench_eval, bench_flops, bench_protect, bench_train, common, run_all

@@ -11,7 +11,8 @@ import pytest
 import torch
 from spkadv.audio.io import save_audio
 from spkadv.core import modelfile
-from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.encoders.random_conv import RandomConvEncoder
 from spkadv.studies import blackbox
 
 

@@ -25,12 +25,14 @@ from .test_report import PROFILE, make_fake_run
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 try:
-    import selenium  # noqa: F401
+    from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.chrome.service import Service
 except ImportError:  # pragma: no cover - requirements.txt pins it
-    selenium = None
+    webdriver = None
 
 pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER and selenium),
+    not (CHROMIUM and CHROMEDRIVER and webdriver),
     reason="headless Chromium not found: apt-get install chromium chromium-driver "
     "(make setup installs them when run as root), and pip install selenium",
 )
@@ -82,9 +84,6 @@ class PageCheck:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     options.page_load_strategy = (
@@ -142,8 +141,6 @@ def inspect(driver, page: Path, screenshot: Path | None = None) -> PageCheck:
         if msg["method"] == "Network.requestWillBeSent":
             check.requests.append(msg["params"]["request"]["url"])
     if screenshot is not None:
-        from selenium.common.exceptions import TimeoutException
-
         height = driver.execute_script("return document.body.scrollHeight")
         driver.set_window_size(1280, min(max(height, 800), SHOT_MAX_HEIGHT))
         try:

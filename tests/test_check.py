@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from spkadv.audio import sidecar
+from spkadv.audio.io import resample
 from spkadv.cli import check
 from spkadv.cli import main as cli
 from spkadv.core import modelfile
 from spkadv.core import protect as P
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
-from spkadv.evaluation import metrics
+from spkadv.evaluation import metrics, verification
 
 SR = 16_000
 CONFIG = SSEDConfig(width=4, stages=3, res_blocks=1, level_window=101)
@@ -56,46 +56,85 @@ ROLES = {"whitebox": "campplus", "blackbox": "ge2e"}
 
 
 def test_eer_threshold_on_separable_scores() -> None:
-    threshold, eer = check.eer_threshold([0.8, 0.9, 0.7], [0.1, 0.3, 0.2, 0.4])
+    threshold, eer = metrics.eer_threshold([0.8, 0.9, 0.7], [0.1, 0.3, 0.2, 0.4])
     assert threshold == pytest.approx(0.55) and eer == 0.0  # midway between the two classes
 
 
 def test_eer_threshold_balances_the_two_errors() -> None:
     rng = np.random.default_rng(1)
     tar, non = rng.normal(1.0, 1.0, 4000), rng.normal(-1.0, 1.0, 4000)
-    threshold, eer = check.eer_threshold(tar, non)
+    threshold, eer = metrics.eer_threshold(tar, non)
     frr, far = np.mean(tar < threshold), np.mean(non >= threshold)
     assert threshold == pytest.approx(0.0, abs=0.1)
     assert frr == pytest.approx(far, abs=0.01) and eer == pytest.approx(100 * frr, abs=1.0)
-    assert eer == pytest.approx(metrics.eer(tar, non), abs=0.1)
+    assert eer == metrics.eer(tar, non)  # the EER of Table 1, not another estimate
 
 
-def test_meta_update_keeps_the_fingerprint(model_path: Path, tmp_path: Path) -> None:
-    before = modelfile.load_model(model_path)
-    protected = tmp_path / "p.wav"
-    sf.write(protected, P.protect(before, _speech_like()), SR)
-    sidecar.write_tag(protected, before.fingerprint)
-    meta = check.update_model_meta(model_path, {"extra": {"a": 1.5}})
-    after = modelfile.load_model(model_path)
-    assert after.fingerprint == before.fingerprint == sidecar.read_tag(protected)
-    assert after.meta == meta == {"note": "kept", "extra": {"a": 1.5}}
+def test_eer_threshold_when_the_crossing_lies_above_every_score() -> None:
+    # one target, tied with the highest non-target: the ROC crosses FRR = FAR above all scores
+    threshold, eer = metrics.eer_threshold([0.9], [0.9, 0.1])
+    assert threshold == 0.9 and eer == metrics.eer([0.9], [0.9, 0.1])
 
 
-def test_meta_update_refuses_a_foreign_file(tmp_path: Path) -> None:
-    bad = tmp_path / "x.pt"
-    torch.save({"format": "something else"}, bad)
-    with pytest.raises(modelfile.ModelFileError, match="not a spkadv protection model"):
-        check.update_model_meta(bad, {"a": 1})
+def _run_model(runs: Path) -> Path:
+    """A model file where a run keeps it: runs/<profile>/20_joint_training/model.pt."""
+    torch.manual_seed(0)
+    return modelfile.save_model(
+        runs / "smoke" / verification.MODEL_STAGE / "model.pt",
+        SSEDGenerator(CONFIG),
+        RemovalModule(CONFIG),
+        0.05,
+        {"note": "kept"},
+    )
 
 
-def test_store_verification_thresholds(model_path: Path) -> None:
-    stored = check.store_verification_thresholds(model_path, _scores(), ROLES, "rec-rec", "smoke")
-    meta = modelfile.load_model(model_path).meta
-    assert check.thresholds_of(meta) == stored
+def _store(model_path: Path) -> dict:
+    """Notebook 40's step: the rec-rec thresholds into its own stage folder."""
+    fingerprint = modelfile.load_model(model_path).fingerprint
+    stage = model_path.parent.parent / verification.STAGE
+    return verification.store_thresholds(stage, fingerprint, _scores(), ROLES, "rec-rec", "smoke")
+
+
+def test_thresholds_go_to_the_stage_folder_and_leave_the_model_file_alone(tmp_path: Path) -> None:
+    model_path = _run_model(tmp_path / "runs")
+    before = model_path.read_bytes()
+    stored = _store(model_path)
+    assert model_path.read_bytes() == before  # the model file is never rewritten
+    path = tmp_path / "runs" / "smoke" / "40_table1_eer" / "verification.json"
+    assert verification.run_thresholds_path(model_path) == path
+    fingerprint, thresholds = verification.read_thresholds(path)
+    assert fingerprint == modelfile.load_model(model_path).fingerprint and thresholds == stored
     assert stored["whitebox"]["encoder"] == "campplus" and stored["blackbox"]["encoder"] == "ge2e"
     assert 0.3 < stored["whitebox"]["threshold"] < 0.6 and stored["whitebox"]["n_target"] == 80
     with pytest.raises(ValueError, match="no rec-adv scores"):
-        check.store_verification_thresholds(model_path, _scores(), ROLES, "rec-adv")
+        verification.eer_thresholds(_scores(), ROLES, "rec-adv")
+
+
+def test_thresholds_are_found_in_order(tmp_path: Path) -> None:
+    model_path = _run_model(tmp_path / "runs")
+    model = modelfile.load_model(model_path)
+    old_meta = {"verification": {"whitebox": {"encoder": "campplus", "threshold": 0.5}}}
+
+    def find(meta=None, explicit=None):
+        return verification.find_thresholds(model_path, model.fingerprint, meta or {}, explicit)
+
+    thresholds, notes = find()
+    assert thresholds == {} and "run notebook 40_table1_eer" in notes[-1]
+    assert find(old_meta)[0] == old_meta["verification"]  # an older model file's metadata
+    stored = _store(model_path)
+    thresholds, notes = find(old_meta)
+    assert thresholds == stored and "this model's run" in notes[0]  # the run's file comes first
+    # a file written for another model is not used
+    path = verification.run_thresholds_path(model_path)
+    verification.write_thresholds(path, stored, "0" * 64)
+    thresholds, notes = find(old_meta)
+    assert thresholds == old_meta["verification"] and "belongs to another model" in notes[0]
+    # an explicit file is used as asked, with a note when it was written for another model
+    thresholds, notes = find(explicit=path)
+    assert thresholds == stored and "written for another model" in notes[1]
+    with pytest.raises(verification.VerificationFileError, match="no such thresholds file"):
+        find(explicit=tmp_path / "missing.json")
+    assert verification.run_thresholds_path(tmp_path / "elsewhere" / "model.pt") is None
 
 
 # --- pairing and loading -------------------------------------------------------------------------
@@ -143,8 +182,6 @@ def test_mismatched_lengths_and_rates_say_what_to_do(tmp_path: Path) -> None:
 
 
 def test_original_at_another_rate_is_resampled_with_a_note(tmp_path: Path) -> None:
-    from spkadv.audio.io import resample
-
     x44 = resample(_speech_like(), SR, 44_100)
     orig = _write(tmp_path / "o.wav", x44, 44_100)
     prot = _write(tmp_path / "p.wav", resample(x44, 44_100, SR))
@@ -155,10 +192,9 @@ def test_original_at_another_rate_is_resampled_with_a_note(tmp_path: Path) -> No
 # --- the command ----------------------------------------------------------------------------------
 
 
-def test_identical_files_are_accepted_with_similarity_one(
-    model_path: Path, tmp_path: Path, capsys
-) -> None:
-    check.store_verification_thresholds(model_path, _scores(), ROLES, "rec-rec", "smoke")
+def test_identical_files_are_accepted_with_similarity_one(tmp_path: Path, capsys) -> None:
+    model_path = _run_model(tmp_path / "runs")
+    _store(model_path)
     a = _write(tmp_path / "a.wav", _speech_like())
     assert cli.main(["check", str(a), str(a), "--model", str(model_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -171,11 +207,16 @@ def test_identical_files_are_accepted_with_similarity_one(
     text = capsys.readouterr().out
     row = text.splitlines()[-1].split()
     assert row[:5] == ["a.wav", "1.000", "accepted", "1.000", "accepted"] and row[5] == "inf"
-    assert "accept when cosine >=" in text
+    assert "accept when cosine >=" in text and "this model's run" in text
+    # the same thresholds from an explicit file, without the model
+    path = verification.run_thresholds_path(model_path)
+    assert cli.main(["check", str(a), str(a), "--thresholds", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"][0]["whitebox_decision"] == "accepted"
 
 
-def test_protected_folder_gets_a_summary_line(model_path: Path, tmp_path: Path, capsys) -> None:
-    check.store_verification_thresholds(model_path, _scores(), ROLES, "rec-rec", "smoke")
+def test_protected_folder_gets_a_summary_line(tmp_path: Path, capsys) -> None:
+    model_path = _run_model(tmp_path / "runs")
+    _store(model_path)
     model = modelfile.load_model(model_path)
     for i in range(2):
         x = _speech_like(seed=i, f0=120.0 + 60 * i)
@@ -205,7 +246,7 @@ def test_model_without_thresholds_says_so_and_decides_nothing(
     assert rec["whitebox_decision"] is None and rec["whitebox_threshold"] is None
     assert cli.main(["check", str(a), str(a), "--model", str(model_path)]) == 0
     text = capsys.readouterr().out
-    assert "holds no verification thresholds" in text and "no threshold" in text
+    assert "no verification thresholds for this model" in text and "no threshold" in text
 
 
 def test_usage_errors_exit_2(tmp_path: Path, capsys) -> None:
@@ -214,6 +255,8 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys) -> None:
     assert "give two files or two folders" in capsys.readouterr().err
     assert cli.main(["check", str(a), str(a), "--model", str(tmp_path / "none.pt")]) == 2
     assert "model file not found" in capsys.readouterr().err
+    assert cli.main(["check", str(a), str(a), "--thresholds", str(tmp_path / "none.json")]) == 2
+    assert "no such thresholds file" in capsys.readouterr().err
 
 
 def test_a_bad_pair_in_a_folder_fails_that_file_only(tmp_path: Path, capsys) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 from spkadv.audio import sidecar
+from spkadv.base import allocator
 from spkadv.cli import main as cli
 from spkadv.core import modelfile
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
@@ -163,8 +166,6 @@ def test_bad_model_file_is_reported(tmp_path: Path, capsys) -> None:
 def test_low_memory_flag_sets_the_allocator_and_keeps_the_output(
     tmp_path: Path, models, monkeypatch
 ) -> None:
-    from spkadv.base import allocator
-
     calls = []
     monkeypatch.setattr(allocator, "low_memory", lambda: calls.append(1) or True)
     src = _wav(tmp_path / "x.wav", 12_345)
@@ -176,3 +177,117 @@ def test_low_memory_flag_sets_the_allocator_and_keeps_the_output(
         outs.append(out.read_bytes())
     assert calls == [1]  # only with the flag
     assert outs[0] == outs[1]
+
+
+def test_inputs_sharing_an_output_name_are_refused_before_writing(
+    tmp_path: Path, models, capsys
+) -> None:
+    folder = tmp_path / "col"
+    (folder / "sub").mkdir(parents=True)
+    _wav(folder / "a.wav", 3_001)
+    sf.write(folder / "a.flac", np.zeros(3_001, np.float32), 16_000)  # also becomes a.wav
+    _wav(folder / "sub" / "b.wav", 3_001)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["protect", str(folder), "-o", str(out), "--model", str(models[0]), "--quiet"]
+    assert cli.main([*args, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "a.flac" in err and "a.wav" in err and "same output" in err and "sub" not in err
+    assert not any(out.iterdir())  # nothing written, not even the files without a clash
+
+
+def test_protect_writes_audio_and_sidecar_as_a_pair(
+    tmp_path: Path, models, capsys, monkeypatch
+) -> None:
+    src = _wav(tmp_path / "a.wav")
+    out = tmp_path / "out" / "adv.wav"
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(sidecar, "write_tag", fail)  # fails after the audio is written
+    assert (
+        cli.main(["protect", str(src), "-o", str(out), "--model", str(models[0]), "--quiet"]) == 1
+    )
+    assert "disk full (injected)" in capsys.readouterr().err
+    assert list(out.parent.iterdir()) == []  # neither the audio nor its sidecar, no temporaries
+    monkeypatch.undo()
+    assert (
+        cli.main(["protect", str(src), "-o", str(out), "--model", str(models[0]), "--quiet"]) == 0
+    )
+    assert sorted(p.name for p in out.parent.iterdir()) == ["adv.wav", "adv.wav.spkadv.json"]
+
+
+def test_a_failed_overwrite_keeps_the_old_pair(tmp_path: Path, models, monkeypatch) -> None:
+    src = _wav(tmp_path / "a.wav")
+    out = tmp_path / "adv.wav"
+    args = ["protect", str(src), "-o", str(out), "--model", str(models[0]), "--quiet"]
+    assert cli.main(args) == 0
+    before = out.read_bytes(), sidecar.tag_path(out).read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("interrupted (injected)")
+
+    monkeypatch.setattr(sidecar, "write_tag", fail)
+    assert (
+        cli.main(["protect", str(_wav(tmp_path / "b.wav", seed=3)), *args[2:], "--overwrite"]) == 1
+    )
+    assert (out.read_bytes(), sidecar.tag_path(out).read_bytes()) == before
+
+
+def _code_model(path: Path) -> Path:
+    config = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101, code_film=True)
+    torch.manual_seed(0)
+    meta = {"encoder": "random-conv", "code_steps": 1, "code_radius": 2.0}
+    return modelfile.save_model(path, SSEDGenerator(config), RemovalModule(config), 0.05, meta)
+
+
+def test_restore_without_the_code_warns_that_it_uses_the_zero_code(
+    tmp_path: Path, models, capsys
+) -> None:
+    model = _code_model(tmp_path / "code.pt")
+    src, adv = _wav(tmp_path / "a.wav"), tmp_path / "adv.wav"
+    assert cli.main(["protect", str(src), "-o", str(adv), "--model", str(model), "--quiet"]) == 0
+    assert sidecar.read_code(adv) is not None
+    sidecar.tag_path(adv).unlink()  # the sidecar got lost
+    capsys.readouterr()
+    assert _restore(adv, tmp_path / "r.wav", model, "--ignore-fingerprint") == 0
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "ZERO protection code" in err and "NOT removed" in err
+    # a model without a code has nothing to warn about beyond the missing sidecar
+    assert _restore(src, tmp_path / "r2.wav", models[0], "--ignore-fingerprint") == 0
+    assert "ZERO" not in capsys.readouterr().err
+
+
+def test_restore_with_another_models_sidecar_warns(tmp_path: Path, models, capsys) -> None:
+    src, adv = _wav(tmp_path / "a.wav"), tmp_path / "adv.wav"
+    cli.main(["protect", str(src), "-o", str(adv), "--model", str(models[0]), "--quiet"])
+    capsys.readouterr()
+    assert _restore(adv, tmp_path / "r.wav", models[1], "--ignore-fingerprint") == 0
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "protected by another model" in err
+
+
+def test_restore_over_a_protected_file_removes_its_stale_sidecar(
+    tmp_path: Path, models, capsys
+) -> None:
+    src, adv = _wav(tmp_path / "a.wav"), tmp_path / "adv.wav"
+    cli.main(["protect", str(src), "-o", str(adv), "--model", str(models[0]), "--quiet"])
+    out = tmp_path / "out.wav"
+    cli.main(["protect", str(src), "-o", str(out), "--model", str(models[0]), "--quiet"])
+    assert sidecar.tag_path(out).exists()
+    assert _restore(adv, out, models[0], "--overwrite") == 0
+    assert not sidecar.tag_path(out).exists()  # out is restored audio, no longer protected
+    assert _restore(out, tmp_path / "again.wav", models[0]) == 1  # and restore says so
+    assert "no fingerprint sidecar" in capsys.readouterr().err
+
+
+def test_parsing_the_command_line_does_not_import_torch() -> None:
+    # the thread policy must be set before torch starts (spkadv.base.threads)
+    code = (
+        "import sys; from spkadv.cli import main; "
+        "main._parser().parse_args(['protect', 'a.wav', '-o', 'b.wav', '--model', 'm.pt']); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -11,8 +11,9 @@ import torch
 from spkadv.audio import sidecar
 from spkadv.core import conditioning, modelfile, protect
 from spkadv.core.losses import LossWeights, delta_removal_loss
-from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 from spkadv.core.train import TrainConfig, train
+from spkadv.encoders.random_conv import RandomConvEncoder
 from spkadv.evaluation import conditions
 from spkadv.evaluation.metrics import snr_db
 

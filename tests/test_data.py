@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from spkadv.data import corpus as data
+from spkadv.data import corpus, download, librispeech, synth
+from spkadv.data import manifest as data
 
 SR = 16000
 
@@ -54,10 +55,10 @@ def make_librispeech(root: Path, eval_per_gender: int = 3, utts: int = 3) -> Pat
 
 def test_librispeech_layout_reads_and_picks_seeded_speakers(tmp_path):
     root = make_librispeech(tmp_path / "LibriSpeech")
-    m1, skipped = data.load_librispeech(
+    m1, skipped = librispeech.load_librispeech(
         root, ["train-clean-100"], ["test-clean", "dev-clean"], 2, seed=1, progress=False
     )
-    m2, _ = data.load_librispeech(
+    m2, _ = librispeech.load_librispeech(
         root, ["train-clean-100"], ["test-clean", "dev-clean"], 2, seed=1, progress=False
     )
     assert skipped == []
@@ -76,9 +77,9 @@ def test_librispeech_layout_reads_and_picks_seeded_speakers(tmp_path):
     seeds = {
         tuple(
             sorted(
-                data.load_librispeech(root, [], ["test-clean"], 2, seed=s, progress=False)[0][
-                    "speaker"
-                ].unique()
+                librispeech.load_librispeech(root, [], ["test-clean"], 2, seed=s, progress=False)[
+                    0
+                ]["speaker"].unique()
             )
         )
         for s in range(6)
@@ -88,14 +89,14 @@ def test_librispeech_layout_reads_and_picks_seeded_speakers(tmp_path):
 
 def test_librispeech_missing_root_and_subset_say_what_is_expected(tmp_path):
     with pytest.raises(data.CorpusError, match="SPEAKERS.TXT.*openslr.org/12"):
-        data.load_librispeech(
+        librispeech.load_librispeech(
             tmp_path / "nothing", ["train-clean-100"], ["test-clean"], progress=False
         )
     root = make_librispeech(tmp_path / "LibriSpeech")
     with pytest.raises(data.CorpusError, match=r"\['train-clean-360'\] missing"):
-        data.load_librispeech(root, ["train-clean-360"], ["test-clean"], 2, progress=False)
+        librispeech.load_librispeech(root, ["train-clean-360"], ["test-clean"], 2, progress=False)
     with pytest.raises(data.CorpusError, match="has 3 M speakers; need 5"):
-        data.load_librispeech(root, [], ["test-clean"], 5, progress=False)
+        librispeech.load_librispeech(root, [], ["test-clean"], 5, progress=False)
 
 
 def test_librispeech_empty_file_is_reported_and_excluded(tmp_path):
@@ -104,7 +105,9 @@ def test_librispeech_empty_file_is_reported_and_excluded(tmp_path):
     bad.write_bytes(b"")
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        manifest, skipped = data.load_librispeech(root, [], ["test-clean"], 2, progress=False)
+        manifest, skipped = librispeech.load_librispeech(
+            root, [], ["test-clean"], 2, progress=False
+        )
     assert len(skipped) == 1 and str(bad) in skipped[0] and "empty" in skipped[0]
     assert bad.stem not in set(manifest["utt_id"]) and len(manifest) == 2 * 2 * 3 - 1
 
@@ -130,7 +133,7 @@ def make_manifest_corpus(root: Path, lines: list[str] | None = None) -> Path:
 
 def test_manifest_source_reads_and_maps_columns(tmp_path):
     root = make_manifest_corpus(tmp_path / "corpus")
-    manifest, skipped = data.load_manifest_source(root, "myset", progress=False)
+    manifest, skipped = corpus.load_manifest_source(root, "myset", progress=False)
     assert skipped == [] and len(manifest) == 6
     assert set(manifest["set"]) == {"myset"} and manifest["transcript"].iloc[0] == "SOME WORDS 0"
     assert manifest["duration"].tolist() == pytest.approx([1.0] * 6)
@@ -151,7 +154,7 @@ def test_manifest_source_bad_rows_fail_with_line_number(tmp_path, line, message)
     (tmp_path / "outside.flac").write_bytes(b"x")
     root = make_manifest_corpus(tmp_path / "corpus", [HEADER, line])
     with pytest.raises(data.CorpusError, match=message):
-        data.load_manifest_source(root, "s", progress=False)
+        corpus.load_manifest_source(root, "s", progress=False)
 
 
 def test_manifest_source_bad_header_and_missing_root(tmp_path):
@@ -159,12 +162,12 @@ def test_manifest_source_bad_header_and_missing_root(tmp_path):
         tmp_path / "c1", [HEADER + "\tcolour", "x\ta\tM\t30\teval\tp\t1\tt\tred"]
     )
     with pytest.raises(data.CorpusError, match=r"manifest.tsv:1: unknown column\(s\) \['colour'\]"):
-        data.load_manifest_source(root, "s", progress=False)
+        corpus.load_manifest_source(root, "s", progress=False)
     root = make_manifest_corpus(tmp_path / "c2", ["utt_id\tspeaker\tsubset\tpath", "x\ta\teval\tp"])
     with pytest.raises(data.CorpusError, match=r":1: .*missing column\(s\) \['gender'\]"):
-        data.load_manifest_source(root, "s", progress=False)
+        corpus.load_manifest_source(root, "s", progress=False)
     with pytest.raises(data.CorpusError, match="not found; expected a folder holding manifest.tsv"):
-        data.load_manifest_source(tmp_path / "none", "s", progress=False)
+        corpus.load_manifest_source(tmp_path / "none", "s", progress=False)
 
 
 def test_manifest_source_reports_unreadable_audio(tmp_path):
@@ -173,7 +176,7 @@ def test_manifest_source_reports_unreadable_audio(tmp_path):
     (root / "eval" / "b" / "b2.flac").write_bytes(b"")
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        manifest, skipped = data.load_manifest_source(root, "s", progress=False)
+        manifest, skipped = corpus.load_manifest_source(root, "s", progress=False)
     assert (
         len(skipped) == 2
         and any("a1.flac" in s for s in skipped)
@@ -184,7 +187,7 @@ def test_manifest_source_reports_unreadable_audio(tmp_path):
 
 def test_manifest_roundtrip_and_reader_checks(tmp_path):
     root = make_manifest_corpus(tmp_path / "corpus")
-    manifest, _ = data.load_manifest_source(root, "s", progress=False)
+    manifest, _ = corpus.load_manifest_source(root, "s", progress=False)
     path = data.write_manifest(manifest, tmp_path / "m.tsv")
     back = data.read_manifest(path)
     pd.testing.assert_frame_equal(back, manifest.reset_index(drop=True), check_exact=False)
@@ -200,20 +203,18 @@ def test_manifest_roundtrip_and_reader_checks(tmp_path):
 def test_prepare_corpus_reuses_a_matching_build(tmp_path):
     root = make_manifest_corpus(tmp_path / "corpus")
     out = tmp_path / "out"
-    m1, info1 = data.prepare_corpus(out, "manifest", root=root, set_name="s", progress=False)
-    m2, info2 = data.prepare_corpus(out, "manifest", root=root, set_name="s", progress=False)
-    _, info3 = data.prepare_corpus(out, "manifest", root=root, set_name="other", progress=False)
+    m1, info1 = corpus.prepare_corpus(out, "manifest", root=root, set_name="s", progress=False)
+    m2, info2 = corpus.prepare_corpus(out, "manifest", root=root, set_name="s", progress=False)
+    _, info3 = corpus.prepare_corpus(out, "manifest", root=root, set_name="other", progress=False)
     assert not info1["reused"] and info2["reused"] and not info3["reused"]
     pd.testing.assert_frame_equal(m1, m2)
     with pytest.raises(data.CorpusError, match="needs CORPUS_ROOT"):
-        data.prepare_corpus(out, "manifest", progress=False)
+        corpus.prepare_corpus(out, "manifest", progress=False)
     with pytest.raises(data.CorpusError, match="choose synthetic, manifest or librispeech"):
-        data.prepare_corpus(out, "timit", progress=False)
+        corpus.prepare_corpus(out, "timit", progress=False)
 
 
 def test_prepare_corpus_synthetic_resumes_or_starts_afresh(tmp_path, monkeypatch):
-    from spkadv.data import synth
-
     calls = []
 
     def fake_build(config, out_dir, embed_fn=None, progress=True):
@@ -236,16 +237,16 @@ def test_prepare_corpus_synthetic_resumes_or_starts_afresh(tmp_path, monkeypatch
     monkeypatch.setattr(synth, "build_corpus", fake_build)
     out = tmp_path / "corpus"
     stale = tone(out / "audio" / "old" / "x.wav")  # left by a build with other settings
-    _, info = data.prepare_corpus(
+    _, info = corpus.prepare_corpus(
         out, "synthetic", synth_config=synth.SynthConfig(seed=1), progress=False
     )
     assert not info["reused"] and not stale.exists() and info["candidates"] == 1
     assert info["build_minutes"] >= 0
-    _, info = data.prepare_corpus(
+    _, info = corpus.prepare_corpus(
         out, "synthetic", synth_config=synth.SynthConfig(seed=1, workers=1), progress=False
     )
     assert info["reused"] and calls == [1]  # the worker count does not change the corpus
-    _, info = data.prepare_corpus(
+    _, info = corpus.prepare_corpus(
         out, "synthetic", synth_config=synth.SynthConfig(seed=2), progress=False
     )
     assert not info["reused"] and calls == [1, 2] and not (out / "audio" / "s" / "u1.wav").exists()
@@ -337,9 +338,9 @@ def test_loo_identification():
     centers = rng.normal(size=(5, 16))
     speakers = np.repeat(np.arange(5), 4)
     clean = centers[speakers] + 0.05 * rng.normal(size=(20, 16))
-    assert data.loo_identification(speakers, clean) == 1.0
+    assert corpus.loo_identification(speakers, clean) == 1.0
     noise = rng.normal(size=(200, 16))
-    assert data.loo_identification(np.repeat(np.arange(50), 4), noise) < 0.3
+    assert corpus.loo_identification(np.repeat(np.arange(50), 4), noise) < 0.3
 
 
 # ----------------------------------------------------------------------------- download
@@ -404,8 +405,8 @@ def test_download_resumes_an_interrupted_transfer(tmp_path):
     body = np.random.default_rng(0).bytes(300_000)
     md5 = hashlib.md5(body).hexdigest()
     with _Server({"a.bin": body}, truncate_first=True) as server:
-        with pytest.raises(data.DownloadError, match="run again to resume"):
-            data.download(
+        with pytest.raises(download.DownloadError, match="run again to resume"):
+            download.download(
                 f"{server.url}/a.bin", tmp_path / "a.bin", md5=md5, progress=False, retries=1
             )
         part = tmp_path / "a.bin.part"
@@ -414,7 +415,7 @@ def test_download_resumes_an_interrupted_transfer(tmp_path):
             and 0 < part.stat().st_size < len(body)
             and not (tmp_path / "a.bin").exists()
         )
-        out = data.download(f"{server.url}/a.bin", tmp_path / "a.bin", md5=md5, progress=False)
+        out = download.download(f"{server.url}/a.bin", tmp_path / "a.bin", md5=md5, progress=False)
     assert out.read_bytes() == body and not part.exists()
     assert server.requests[-1][1] == f"bytes={len(body) // 2}-"
 
@@ -422,7 +423,7 @@ def test_download_resumes_an_interrupted_transfer(tmp_path):
 def test_download_retries_within_one_call_and_rejects_bad_checksum(tmp_path):
     body = b"0123456789" * 5000
     with _Server({"b.bin": body}, truncate_first=True) as server:
-        data.download(
+        download.download(
             f"{server.url}/b.bin",
             tmp_path / "b.bin",
             md5=hashlib.md5(body).hexdigest(),
@@ -430,32 +431,42 @@ def test_download_retries_within_one_call_and_rejects_bad_checksum(tmp_path):
         )
         assert (tmp_path / "b.bin").read_bytes() == body and len(server.requests) == 2
         with pytest.raises(
-            data.DownloadError, match="md5 .* != published 0+; the partial file was deleted"
+            download.DownloadError, match="md5 .* != published 0+; the partial file was deleted"
         ):
-            data.download(f"{server.url}/b.bin", tmp_path / "c.bin", md5="0" * 32, progress=False)
+            download.download(
+                f"{server.url}/b.bin", tmp_path / "c.bin", md5="0" * 32, progress=False
+            )
         assert not (tmp_path / "c.bin").exists() and not (tmp_path / "c.bin.part").exists()
-        with pytest.raises(data.DownloadError, match="HTTP 404"):
-            data.download(f"{server.url}/missing.bin", tmp_path / "d.bin", progress=False)
+        with pytest.raises(download.DownloadError, match="HTTP 404"):
+            download.download(f"{server.url}/missing.bin", tmp_path / "d.bin", progress=False)
 
 
 def test_safe_extract_refuses_escaping_members(tmp_path):
     evil = tmp_path / "evil.tar.gz"
     evil.write_bytes(tar_gz({"ok/a.txt": b"a", "../escape.txt": b"x"}))
-    with pytest.raises(data.DownloadError, match="outside"):
-        data.safe_extract(evil, tmp_path / "dest")
+    with pytest.raises(download.DownloadError, match="outside the destination"):
+        download.safe_extract(evil, tmp_path / "dest")
     assert not (tmp_path / "escape.txt").exists()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        link = tarfile.TarInfo("link")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tar.addfile(link)
-    (tmp_path / "link.tar.gz").write_bytes(buf.getvalue())
-    with pytest.raises(data.DownloadError, match="points outside"):
-        data.safe_extract(tmp_path / "link.tar.gz", tmp_path / "dest2")
+    assert not (tmp_path / "dest" / "ok").exists()  # every member is checked before any is written
+    for name, kind, target, message in (
+        ("link", tarfile.SYMTYPE, "/etc/passwd", "'link' is a link to an absolute path"),
+        ("ok/link", tarfile.SYMTYPE, "../../x", "'ok/link' would link to .* outside"),
+        ("hard", tarfile.LNKTYPE, "../x", "'hard' would link to .* outside"),
+        ("fifo", tarfile.FIFOTYPE, "", "'fifo' is a special file"),
+    ):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            member = tarfile.TarInfo(name)
+            member.type, member.linkname = kind, target
+            tar.addfile(member)
+        (tmp_path / "bad.tar.gz").write_bytes(buf.getvalue())
+        with pytest.raises(download.DownloadError, match=message):
+            download.safe_extract(tmp_path / "bad.tar.gz", tmp_path / "dest2")
     good = tmp_path / "good.tar.gz"
-    good.write_bytes(tar_gz({"d/x.txt": b"hi"}))
-    data.safe_extract(good, tmp_path / "dest3")
+    good.write_bytes(tar_gz({"d/x.txt": b"hi", "/abs.txt": b"a"}))
+    download.safe_extract(good, tmp_path / "dest3")
     assert (tmp_path / "dest3" / "d" / "x.txt").read_bytes() == b"hi"
+    assert (tmp_path / "dest3" / "abs.txt").read_bytes() == b"a"  # leading "/" stripped
 
 
 def test_download_librispeech_from_a_local_mirror(tmp_path, monkeypatch):
@@ -466,15 +477,15 @@ def test_download_librispeech_from_a_local_mirror(tmp_path, monkeypatch):
         if p.is_file() and "test-clean" in str(p) or p.name == "SPEAKERS.TXT"
     }
     archive = tar_gz(members)
-    monkeypatch.setitem(data.LIBRISPEECH_MD5, "test-clean", hashlib.md5(archive).hexdigest())
+    monkeypatch.setitem(librispeech.LIBRISPEECH_MD5, "test-clean", hashlib.md5(archive).hexdigest())
     root = tmp_path / "data" / "LibriSpeech"
     with _Server({"test-clean.tar.gz": archive}) as server:
-        data.download_librispeech(root, ["test-clean"], mirror=server.url, progress=False)
-        data.download_librispeech(
+        librispeech.download_librispeech(root, ["test-clean"], mirror=server.url, progress=False)
+        librispeech.download_librispeech(
             root, ["test-clean"], mirror=server.url, progress=False
         )  # present: no request
         assert len(server.requests) == 1
-    manifest, skipped = data.load_librispeech(root, [], ["test-clean"], 2, progress=False)
+    manifest, skipped = librispeech.load_librispeech(root, [], ["test-clean"], 2, progress=False)
     assert skipped == [] and len(manifest) == 2 * 2 * 2
     with pytest.raises(data.CorpusError, match="unknown LibriSpeech subset"):
-        data.download_librispeech(root, ["test-dirty"], progress=False)
+        librispeech.download_librispeech(root, ["test-dirty"], progress=False)

@@ -12,8 +12,9 @@ import pytest
 import torch
 from spkadv.audio.io import save_audio
 from spkadv.base import threads
+from spkadv.encoders import embed
 from spkadv.encoders import speaker as encoders
-from spkadv.encoders.speaker import EncoderError
+from spkadv.encoders.frozen import EncoderError, SpeakerEncoder
 
 
 def _waves(batch: int = 2, seconds: float = 2.0, seed: int = 0) -> torch.Tensor:
@@ -30,24 +31,24 @@ def _waves(batch: int = 2, seconds: float = 2.0, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def campplus() -> encoders.SpeakerEncoder:
+def campplus() -> SpeakerEncoder:
     return encoders.load("campplus", device="cpu")
 
 
 @pytest.fixture(scope="module")
-def ge2e() -> encoders.SpeakerEncoder:
+def ge2e() -> SpeakerEncoder:
     return encoders.load("ge2e", device="cpu")
 
 
 @pytest.fixture(params=["campplus", "ge2e"])
-def encoder(request: pytest.FixtureRequest) -> encoders.SpeakerEncoder:
+def encoder(request: pytest.FixtureRequest) -> SpeakerEncoder:
     return request.getfixturevalue(request.param)
 
 
 EXPECTED_DIM = {"campplus": 192, "ge2e": 256}
 
 
-def test_shape_and_frozen(encoder: encoders.SpeakerEncoder) -> None:
+def test_shape_and_frozen(encoder: SpeakerEncoder) -> None:
     emb = encoder.embed(_waves(3, 1.7))
     assert emb.shape == (3, EXPECTED_DIM[encoder.name]) == (3, encoder.dim)
     assert torch.isfinite(emb).all()
@@ -57,7 +58,7 @@ def test_shape_and_frozen(encoder: encoders.SpeakerEncoder) -> None:
     assert len(encoder.fingerprint) == 64
 
 
-def test_deterministic_and_batch_independent(encoder: encoders.SpeakerEncoder) -> None:
+def test_deterministic_and_batch_independent(encoder: SpeakerEncoder) -> None:
     waves = _waves(2, 2.5)
     first, second = encoder.embed(waves), encoder.embed(waves)
     assert torch.equal(first, second)
@@ -66,7 +67,7 @@ def test_deterministic_and_batch_independent(encoder: encoders.SpeakerEncoder) -
     assert not torch.allclose(first[0], first[1], atol=1e-3)  # different inputs, different outputs
 
 
-def test_gradient_reaches_waveform(encoder: encoders.SpeakerEncoder) -> None:
+def test_gradient_reaches_waveform(encoder: SpeakerEncoder) -> None:
     waves = _waves(2, 2.0).requires_grad_(True)
     emb = encoder.embed(waves)
     target = encoder.embed(_waves(2, 2.0, seed=5)).detach()
@@ -75,7 +76,7 @@ def test_gradient_reaches_waveform(encoder: encoders.SpeakerEncoder) -> None:
     assert (waves.grad.abs().sum(dim=1) > 0).all()  # every row gets a gradient
 
 
-def test_bad_inputs(campplus: encoders.SpeakerEncoder) -> None:
+def test_bad_inputs(campplus: SpeakerEncoder) -> None:
     with pytest.raises(ValueError, match="too short"):
         campplus.embed(torch.zeros(1, 100))
     with pytest.raises(ValueError, match="batch, samples"):
@@ -86,7 +87,7 @@ def test_bad_inputs(campplus: encoders.SpeakerEncoder) -> None:
         encoders.load("xvector")
 
 
-def test_ge2e_embeddings_are_unit_norm_and_windowed(ge2e: encoders.SpeakerEncoder) -> None:
+def test_ge2e_embeddings_are_unit_norm_and_windowed(ge2e: SpeakerEncoder) -> None:
     emb = ge2e.embed(_waves(2, 4.0))
     assert torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
     # Resemblyzer's partial windows: 1.6 s each, about 50 % overlap (step 77 frames)
@@ -94,9 +95,7 @@ def test_ge2e_embeddings_are_unit_norm_and_windowed(ge2e: encoders.SpeakerEncode
     assert ge2e.partial_slices(8000) == [0]
 
 
-def test_campplus_same_speaker_scores_higher(
-    campplus: encoders.SpeakerEncoder, shared_corpus: Path
-) -> None:
+def test_campplus_same_speaker_scores_higher(campplus: SpeakerEncoder, shared_corpus: Path) -> None:
     import pandas as pd
 
     df = pd.read_csv(shared_corpus / "manifest.tsv", sep="\t", dtype=str)
@@ -104,18 +103,18 @@ def test_campplus_same_speaker_scores_higher(
     speakers = df.speaker.unique()[:2]
     a = df[df.speaker == speakers[0]].path.tolist()[:2]
     b = df[df.speaker == speakers[1]].path.tolist()[:1]
-    emb = encoders.embed_files(
+    emb = embed.embed_files(
         campplus, [shared_corpus / p for p in a + b], cache_dir=False, progress=False
     )
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
 
 
-def test_embed_files_cache(campplus: encoders.SpeakerEncoder, tmp_path: Path, monkeypatch) -> None:
+def test_embed_files_cache(campplus: SpeakerEncoder, tmp_path: Path, monkeypatch) -> None:
     waves = _waves(3, 1.5).numpy()
     paths = [save_audio(tmp_path / f"u{i}.wav", w) for i, w in enumerate(waves)]
     paths.append(save_audio(tmp_path / "longer.wav", np.concatenate([waves[0], waves[1]])))
-    emb = encoders.embed_files(
+    emb = embed.embed_files(
         campplus, paths, cache_dir=tmp_path / "cache", batch_size=2, progress=False
     )
     assert emb.shape == (4, 192) and emb.dtype == np.float32
@@ -128,13 +127,28 @@ def test_embed_files_cache(campplus: encoders.SpeakerEncoder, tmp_path: Path, mo
         raise AssertionError("cache not used")
 
     monkeypatch.setattr(campplus, "embed", fail)
-    again = encoders.embed_files(
-        campplus, paths[::-1], cache_dir=tmp_path / "cache", progress=False
-    )
+    again = embed.embed_files(campplus, paths[::-1], cache_dir=tmp_path / "cache", progress=False)
     np.testing.assert_array_equal(again, emb[::-1])
 
 
-def test_custom_checkpoint_roundtrip(campplus: encoders.SpeakerEncoder, tmp_path: Path) -> None:
+def test_embedding_cache_follows_the_encoders_code(
+    campplus: SpeakerEncoder, ge2e: SpeakerEncoder, tmp_path: Path, monkeypatch
+) -> None:
+    before = {e.name: embed.cache_folder(e, tmp_path) for e in (campplus, ge2e)}
+    assert before["campplus"].name.startswith(f"campplus-{campplus.fingerprint[:16]}-")
+    source = embed._source
+
+    def edited(module: str) -> bytes:  # kaldi_fbank, CAM++'s front end, edited
+        extra = b"\n# a changed front end\n" if module == encoders.kaldi_fbank.__module__ else b""
+        return source(module) + extra
+
+    monkeypatch.setattr(embed, "_source", edited)
+    after = {e.name: embed.cache_folder(e, tmp_path) for e in (campplus, ge2e)}
+    assert after["campplus"] != before["campplus"]  # stale CAM++ embeddings are not reused
+    assert after["ge2e"] == before["ge2e"]  # GE2E's code did not change
+
+
+def test_custom_checkpoint_roundtrip(campplus: SpeakerEncoder, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.contiguous() for k, v in campplus.model.state_dict().items()}
@@ -204,13 +218,13 @@ def test_ecapa_from_local_folder(tmp_path: Path) -> None:
 
 
 def test_embed_files_in_worker_processes_matches_one_process(
-    campplus: encoders.SpeakerEncoder, tmp_path: Path
+    campplus: SpeakerEncoder, tmp_path: Path
 ) -> None:
     waves = _waves(3, 1.0).numpy()
     paths = [save_audio(tmp_path / f"u{i}.wav", w) for i, w in enumerate(waves)]
     paths.append(save_audio(tmp_path / "longer.wav", np.concatenate([waves[0], waves[1]])))
-    one = encoders.embed_files(campplus, paths, cache_dir=False, progress=False, workers=1)
-    two = encoders.embed_files(
+    one = embed.embed_files(campplus, paths, cache_dir=False, progress=False, workers=1)
+    two = embed.embed_files(
         campplus, paths, cache_dir=tmp_path / "cache", batch_size=1, progress=False, workers=2
     )
     np.testing.assert_allclose(two, one, atol=1e-4)  # thread counts may differ in the last bits
@@ -228,26 +242,26 @@ def torch_threads(n: int):
 
 
 def test_embed_workers_resolution() -> None:
-    many = encoders.MIN_WORKER_BATCHES
+    many = embed.MIN_WORKER_BATCHES
     with torch_threads(2):
-        assert encoders.embed_workers(0, many) == 2
-        assert encoders.embed_workers(0, many - 1) == 1  # too few batches to pay for start-up
-        assert encoders.embed_workers(0, many, parallel=False) == 1  # fast encoders stay here
-        assert encoders.embed_workers(0, many, device="meta") == 1  # not on the CPU
-        assert encoders.embed_workers(3, 2) == 2  # never more processes than batches
+        assert embed.embed_workers(0, many) == 2
+        assert embed.embed_workers(0, many - 1) == 1  # too few batches to pay for start-up
+        assert embed.embed_workers(0, many, parallel=False) == 1  # fast encoders stay here
+        assert embed.embed_workers(0, many, device="meta") == 1  # not on the CPU
+        assert embed.embed_workers(3, 2) == 2  # never more processes than batches
     with pytest.raises(ValueError, match="workers=-1"):
-        encoders.embed_workers(-1, many)
+        embed.embed_workers(-1, many)
 
 
 def test_embed_workers_from_the_environment(monkeypatch) -> None:
-    many = encoders.MIN_WORKER_BATCHES
+    many = embed.MIN_WORKER_BATCHES
     monkeypatch.delenv(threads.ENV_EMBED_WORKERS, raising=False)
     with torch_threads(2):
-        assert encoders.embed_workers(None, many) == 1  # unset: this process (safe in scripts)
+        assert embed.embed_workers(None, many) == 1  # unset: this process (safe in scripts)
         monkeypatch.setenv(threads.ENV_EMBED_WORKERS, "auto")
-        assert encoders.embed_workers(None, many) == 2
+        assert embed.embed_workers(None, many) == 2
         monkeypatch.setenv(threads.ENV_EMBED_WORKERS, "3")
-        assert encoders.embed_workers(None, many) == 3
+        assert embed.embed_workers(None, many) == 3
         monkeypatch.setenv(threads.ENV_EMBED_WORKERS, "many")
         with pytest.raises(ValueError, match="SPKADV_EMBED_WORKERS"):
-            encoders.embed_workers(None, many)
+            embed.embed_workers(None, many)

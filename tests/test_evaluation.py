@@ -149,9 +149,9 @@ def test_existing_paths_lists_only_written_audio(tmp_runs):
 
 def test_embed_conditions_uses_the_cache_folder_it_is_given(tmp_path, monkeypatch):
     import torch
-    from spkadv.encoders import speaker as encoders
+    from spkadv.encoders.frozen import SpeakerEncoder
 
-    class Energy(encoders.SpeakerEncoder):  # a stand-in encoder: log energy and length
+    class Energy(SpeakerEncoder):  # a stand-in encoder: log energy and length
         name, dim, fingerprint = "energy", 2, "0" * 64
 
         def __init__(self):

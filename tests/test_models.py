@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.core import modelfile
+from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.encoders.random_conv import RandomConvEncoder
 
 TINY = SSEDConfig(width=4, stages=2, res_blocks=1)
 
@@ -103,6 +105,21 @@ def test_random_encoder_is_frozen_and_differentiable() -> None:
     assert z.shape == (2, 8)
     z.sum().backward()
     assert x.grad is not None and all(not p.requires_grad for p in enc.parameters())
+
+
+def test_model_file_loads_its_encoder_by_name(tmp_path) -> None:
+    cfg = SSEDConfig(width=4, stages=2, res_blocks=1)
+    path = modelfile.save_model(
+        tmp_path / "m.pt", SSEDGenerator(cfg), None, 0.05, meta={"encoder": "random-conv"}
+    )
+    model = modelfile.load_model(path)
+    encoder = model.encoder()
+    assert isinstance(encoder, RandomConvEncoder) and model.encoder() is encoder  # loaded once
+    assert torch.equal(encoder.projection, RandomConvEncoder().projection)
+    with pytest.raises(modelfile.ModelFileError, match="white-box encoder"):
+        modelfile.load_model(
+            modelfile.save_model(tmp_path / "n.pt", SSEDGenerator(cfg), None, 0.05)
+        ).encoder()
 
 
 def test_local_level_is_the_moving_rms() -> None:

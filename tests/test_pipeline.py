@@ -35,8 +35,18 @@ def make_notebook(path: Path, stem: str) -> None:
     write_notebook(path, params, STAGE_CODE.format(stem=stem))
 
 
+LIBRARY = "library-under-test"  # the package digest the tests pin (see project)
+PINNED_RUN = (
+    "import sys; from spkadv.run import pipeline; "
+    f"pipeline.package_digest = lambda root=None: {LIBRARY!r}; "
+    "sys.exit(pipeline.main(sys.argv[1:]))"
+)
+
+
 @pytest.fixture
-def project(tmp_path: Path, tmp_runs: Path) -> dict:
+def project(tmp_path: Path, tmp_runs: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    # a fixed library digest: editing lib/spkadv while these tests run must not rerun stages
+    monkeypatch.setattr(pipeline, "package_digest", lambda root=None: LIBRARY)
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     for stem in ("00_first", "10_second"):
@@ -131,8 +141,8 @@ def test_killed_run_resumes_without_redoing_finished_stages(project):
     env = dict(os.environ, TQDM_DISABLE="1", SLOW_STAGE_10_second="120")
     cmd = [
         sys.executable,
-        "-m",
-        "spkadv.run.pipeline",
+        "-c",
+        PINNED_RUN,
         "--profile",
         str(project["profile"]),
         "--notebooks",
@@ -178,3 +188,48 @@ def test_study_reading_the_whole_profile_reruns_when_an_undeclared_key_changes(
     project["profile"].write_text("VALUE: 9  # read by the study, declared by 00/10 only\n")
     assert run()["stages"]["90_study"]["metrics"] == {"value": 9}
     assert runs_of(project, "90_study") == 1  # a fresh folder; the old one moved aside
+
+
+def test_library_change_makes_finished_stages_stale(project, monkeypatch):
+    calls = []
+
+    def digest(root=pipeline.PACKAGE_DIR):
+        calls.append(root)
+        return LIBRARY
+
+    monkeypatch.setattr(pipeline, "package_digest", digest)
+    pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    assert len(calls) == 1  # once per run, not once per stage
+    monkeypatch.setattr(pipeline, "package_digest", lambda root=None: "library-v2")
+    summary = pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    assert {s["status"] for s in summary["stages"].values()} == {"ok"}
+    assert runs_of(project, "00_first") == 1 and runs_of(project, "10_second") == 1  # fresh
+    assert len(list((project["runs"] / ".previous").iterdir())) == 2
+
+
+def test_package_digest_follows_sources_and_package_data(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub" / "templates").mkdir(parents=True)
+    (package / "__pycache__").mkdir()
+    (package / "mod.py").write_text("X = 1\n")
+    (package / "sub" / "templates" / "page.html.j2").write_text("<p>{{ x }}</p>\n")
+    (package / "sub" / "assets.json").write_text("{}\n")
+    first = pipeline.package_digest(package)
+    (package / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"compiled")
+    (package / "notes.md").write_text("not package data\n")
+    assert pipeline.package_digest(package) == first
+    (package / "mod.py").write_text("X = 2\n")
+    second = pipeline.package_digest(package)
+    assert second != first
+    (package / "sub" / "assets.json").write_text('{"a": 1}\n')
+    assert pipeline.package_digest(package) not in (first, second)
+    (package / "sub" / "assets.json").write_text("{}\n")
+    assert pipeline.package_digest(package) == second
+    (package / "mod.py").rename(package / "other.py")  # same content, another module
+    assert pipeline.package_digest(package) != second
+
+
+def test_the_library_digest_covers_the_installed_package():
+    digest = pipeline.package_digest()
+    assert len(digest) == 16 and int(digest, 16) >= 0
+    assert (pipeline.PACKAGE_DIR / "run" / "pipeline.py").is_file()

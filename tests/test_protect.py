@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+import soundfile as sf
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -153,9 +155,6 @@ def test_tag_holds_only_the_fingerprint(tmp_path) -> None:
 
 
 def test_write_conditions_and_eers(tmp_path, model: modelfile.ProtectionModel) -> None:
-    import pandas as pd
-    import soundfile as sf
-
     rows = []
     for i in range(3):
         path = tmp_path / f"u{i}.wav"
@@ -176,9 +175,6 @@ def test_write_conditions_and_eers(tmp_path, model: modelfile.ProtectionModel) -
 def test_write_conditions_in_worker_processes_equals_one_process(
     tmp_path, model: modelfile.ProtectionModel
 ) -> None:
-    import pandas as pd
-    import soundfile as sf
-
     rows = []
     for i in range(5):
         path = tmp_path / f"u{i}.wav"
@@ -217,8 +213,6 @@ def test_worker_count_resolution(model: modelfile.ProtectionModel) -> None:
 
 
 def test_condition_eers_pool_trials() -> None:
-    import pandas as pd
-
     trials = pd.DataFrame(
         {"enrol": ["a", "a", "b", "b"], "test": ["a2", "b2", "b2", "a2"], "target": [1, 0, 1, 0]}
     )

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from spkadv.audio import purify
+from spkadv.audio.io import load_audio, save_audio
 from spkadv.evaluation import metrics
 
 SR = 16_000
@@ -141,8 +142,6 @@ def test_bad_waveforms_are_rejected():
 
 
 def test_process_files_resumes_and_redoes_changed_inputs(tmp_path):
-    from spkadv.audio.io import load_audio, save_audio
-
     src = {
         u: save_audio(tmp_path / "in" / f"{u}.wav", tone(0.1, f))
         for u, f in (("u1", 300.0), ("u2", 500.0))

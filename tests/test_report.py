@@ -1,8 +1,9 @@
-"""The run report (spkadv.report.build) and clean executed notebooks (spkadv.run.batchlog + the pipeline)."""
+"""The run report (spkadv.report) and clean executed notebooks (spkadv.run.batchlog + the pipeline)."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import os
@@ -13,11 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from IPython.display import Audio
+from matplotlib.figure import Figure
 from spkadv.base import config
 from spkadv.base.fileio import write_json
-from spkadv.data import corpus as data
+from spkadv.data import manifest as data
 from spkadv.report import build as report
-from spkadv.report import notebook_html
+from spkadv.report import headline, notebook_html, output, page
 from spkadv.run import pipeline
 
 from .conftest import write_notebook
@@ -31,18 +34,10 @@ MARKDOWN = (
 
 
 def _png() -> str:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(2, 1))
-    ax.plot([0, 1], [1, 0])
+    fig = Figure(figsize=(2, 1))  # no pyplot: no GUI backend, nothing to close
+    fig.subplots().plot([0, 1], [1, 0])
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
@@ -53,8 +48,6 @@ def _tone(seconds: float, freq: float, seed: int) -> np.ndarray:
 
 
 def _executed_notebook(path: Path, stem: str, png: str, extra_outputs=()) -> None:
-    from IPython.display import Audio
-
     nb = nbformat.v4.new_notebook()
     code = nbformat.v4.new_code_cell(
         f'fig = make()\nplotting.save_figure(fig, "{stem}_fig", PROFILE)', execution_count=1
@@ -196,8 +189,11 @@ def test_notebook_pages_render_math_offline_and_externalize_audio(built: Path) -
 def test_report_is_small_and_rebuilds_in_place(built: Path) -> None:
     size = sum(p.stat().st_size for p in built.parent.rglob("*") if p.is_file())
     assert size < 5e6
-    again = report.build(PROFILE)
-    assert again == built and not built.parent.with_name("report.building").exists()
+    (built.parent / "audio" / sorted(os.listdir(built.parent / "audio"))[0]).unlink()
+    again = report.build(PROFILE)  # into its own folder, and a file of its own gone is fine
+    assert again == built and (built.parent / output.MARKER).is_file()
+    assert len(list((built.parent / "audio").glob("*.ogg"))) == 16
+    assert sorted(p.name for p in built.parent.parent.glob("*report*")) == ["report"]
 
 
 def test_report_without_a_run_says_what_to_run(tmp_runs: Path) -> None:
@@ -211,6 +207,100 @@ def test_report_never_creates_stage_folders(tmp_runs: Path) -> None:
     write_json(root / "summary.json", {"profile": "partial", "stages": {}})
     report.build("partial")
     assert sorted(p.name for p in root.iterdir()) == ["report", "summary.json"]
+
+
+# --- the output folder: the report deletes only what it wrote --------------------------------
+
+
+def test_report_refuses_a_folder_holding_a_users_file(fake_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "somewhere"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(report.ReportError, match=r"notes\.txt.*never deletes them"):
+        report.build(PROFILE, folder)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_report_refuses_the_run_folder_and_a_users_file_in_its_own_folder(
+    built: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = built.parent.parent
+    before = {p.relative_to(run) for p in run.rglob("*")}
+    assert report.main(["--profile", PROFILE, "--out", str(run)]) == 1
+    assert "holds the run itself" in capsys.readouterr().err
+    (built.parent / "figures" / "mine.png").write_text("a file the report did not write")
+    assert report.main(["--profile", PROFILE]) == 1
+    assert "figures/mine.png" in capsys.readouterr().err
+    assert {p.relative_to(run) for p in run.rglob("*")} == before | {
+        Path("report/figures/mine.png")
+    }
+
+
+def test_report_fills_an_empty_folder_and_rebuilds_into_it(fake_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    inode = folder.stat().st_ino
+    assert report.build(PROFILE, folder, per_gender=0) == folder / "index.html"
+    assert folder.stat().st_ino == inode  # the folder is kept and filled
+    assert report.build(PROFILE, folder, per_gender=0) == folder / "index.html"
+    assert (folder / output.MARKER).is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".empty.building")]
+
+
+def test_report_leaves_a_folder_named_like_its_build_folder(fake_run: Path) -> None:
+    lookalike = fake_run / "report.building"  # the name the build folder once had
+    lookalike.mkdir()
+    (lookalike / "keep.txt").write_text("mine")
+    report.build(PROFILE, per_gender=0)
+    assert (lookalike / "keep.txt").read_text() == "mine"
+
+
+def test_report_from_before_the_marker_is_replaced(fake_run: Path) -> None:
+    old = fake_run / "report"
+    (old / "figures").mkdir(parents=True)
+    (old / "index.html").write_text("<html><head><title>spkadv report: x</title></head></html>")
+    (old / "figures" / "a.png").write_bytes(b"png")
+    report.build(PROFILE, per_gender=0)
+    assert (old / output.MARKER).is_file() and not (old / "figures" / "a.png").exists()
+
+
+def test_failed_build_keeps_the_previous_report(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page_before = built.read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken page")
+
+    monkeypatch.setattr(report, "index_html", broken)
+    with pytest.raises(RuntimeError, match="broken page"):
+        report.build(PROFILE)
+    assert built.read_text() == page_before
+    assert sorted(p.name for p in built.parent.parent.glob("*report*")) == ["report"]
+
+
+def test_page_escapes_run_text_and_renders_markdown() -> None:
+    stages = {
+        "60_x": {
+            "title": "<script>alert(1)</script>",
+            "intro": "**bold** and $x^2$",
+            "status": "ok <i>",
+            "seconds": 90.0,
+            "metrics": {"a<b": 1.0},
+            "figures": [],
+            "tables": [("t.md", "| a |\n|---|\n| 1 |\n")],
+            "problems": [],
+            "page": False,
+            "executed_at": "",
+        }
+    }
+    html = page.index_html("x<y", {"stages": {}}, stages, [], [])
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "x&lt;y" in html and "ok &lt;i&gt;" in html and "a&lt;b" in html
+    assert "<strong>bold</strong>" in html and "<math" in html and "<td>1</td>" in html
+    assert ", 1.5 min" in html
 
 
 # --- pieces ------------------------------------------------------------------------------------
@@ -239,7 +329,7 @@ def test_unconvertible_tex_is_shown_as_code() -> None:
     ],
 )
 def test_gap_words(ours, paper, better, words) -> None:
-    assert report.gap_words(ours, paper, better, 0.5, " x") == words
+    assert headline.gap_words(ours, paper, better, 0.5, " x") == words
 
 
 def _nb(*outputs) -> dict:

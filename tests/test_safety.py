@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([*ROOT.glob("lib/spkadv/*.py"), *ROOT.glob("benchmarks/*.py")])
+SOURCES = sorted([*ROOT.glob("lib/spkadv/**/*.py"), *ROOT.glob("benchmarks/*.py")])
 
 
 def calls(path: Path):
@@ -17,7 +17,7 @@ def calls(path: Path):
             yield node, ast.unparse(node.func)
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_external_tools_are_called_with_argument_lists(path: Path):
     for node, name in calls(path):
         assert name not in (
@@ -33,7 +33,7 @@ def test_external_tools_are_called_with_argument_lists(path: Path):
                 )
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_weights_are_loaded_without_executing_code(path: Path):
     for node, name in calls(path):
         assert name not in ("pickle.load", "pickle.loads", "torch.jit.load"), (

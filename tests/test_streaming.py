@@ -9,11 +9,12 @@ import pytest
 import soundfile as sf
 import torch
 from spkadv.audio import sidecar, streaming
-from spkadv.audio.io import AudioError, load_audio, save_audio
+from spkadv.audio.io import AudioError, AudioSource, load_audio, save_audio
 from spkadv.cli import main as cli
-from spkadv.core import modelfile
+from spkadv.core import conditioning, modelfile
 from spkadv.core import protect as P
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.encoders.random_conv import RandomConvEncoder
 
 CONFIG = SSEDConfig(width=4, stages=2, res_blocks=1, level_window=101)
 LENGTH = 3 * 16_000 + 7  # odd, not a multiple of the alignment or the block
@@ -75,14 +76,14 @@ def test_reads_are_bounded_by_the_block_and_its_context(tmp_path, model_path, mo
     sf.write(src, _speechlike(LENGTH), 16_000, subtype="PCM_16")
     model = modelfile.load_model(model_path)
     sizes = []
-    read = streaming.AudioSource.read
+    read = AudioSource.read
 
     def spy(self, start, stop):
         out = read(self, start, stop)
         sizes.append(len(out))
         return out
 
-    monkeypatch.setattr(streaming.AudioSource, "read", spy)
+    monkeypatch.setattr(AudioSource, "read", spy)
     assert (
         _cli("protect", str(src), "-o", str(tmp_path / "adv.wav"), "--model", str(model_path)) == 0
     )
@@ -117,7 +118,7 @@ def test_resampled_stereo_windows_match_load_audio(tmp_path):
     with pytest.warns(UserWarning):
         whole = load_audio(path)
     with pytest.warns(UserWarning, match="down-mixed"):
-        source = streaming.AudioSource(path)
+        source = AudioSource(path)
     with source:
         assert len(source) == len(whole)
         pieces = [source.read(a, a + 5_003) for a in range(0, len(source), 5_003)]
@@ -154,13 +155,13 @@ def test_nan_input_leaves_no_output(tmp_path, model_path, capsys):
 
 def test_source_refuses_unusable_files(tmp_path):
     with pytest.raises(AudioError, match="no such file"):
-        streaming.AudioSource(tmp_path / "missing.wav")
+        AudioSource(tmp_path / "missing.wav")
     (tmp_path / "empty.wav").write_bytes(b"")
     with pytest.raises(AudioError, match="empty"):
-        streaming.AudioSource(tmp_path / "empty.wav")
+        AudioSource(tmp_path / "empty.wav")
     (tmp_path / "junk.wav").write_bytes(b"not audio at all")
     with pytest.raises(AudioError, match="not a readable audio file"):
-        streaming.AudioSource(tmp_path / "junk.wav")
+        AudioSource(tmp_path / "junk.wav")
 
 
 def test_block_bounds_match_chunked():
@@ -231,9 +232,6 @@ def test_code_models_stream_with_the_code_of_a_first_pass(tmp_path, capsys):
 
 
 def test_segment_codes_read_in_pieces_equal_the_whole_signal_codes():
-    from spkadv.core import conditioning
-    from spkadv.core.models import RandomConvEncoder
-
     config = SSEDConfig(width=4, stages=2, res_blocks=1, code_film=True, code_segment_seconds=0.05)
     torch.manual_seed(0)
     gen, enc = SSEDGenerator(config), RandomConvEncoder()

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from spkadv.core import modelfile, protect
-from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 from spkadv.encoders import surrogate
+from spkadv.encoders.random_conv import RandomConvEncoder
 
 TINY = surrogate.SurrogateConfig(hidden=16, layers=1, dim=16, steps=60, batch=8, lr=1e-2)
 
@@ -75,6 +76,32 @@ def test_save_and_load_give_the_same_embeddings(tmp_path: Path, log_mel: bool) -
     torch.save({"weights": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a surrogate"):
         surrogate.load_surrogate(tmp_path / "bad.pt")
+
+
+def _first_crops(waves, idx, crop: int, rng: np.random.Generator) -> np.ndarray:
+    """How the surrogate's crops were first cut, written out: a start drawn only for a wave longer
+    than the crop, a shorter one zero padded."""
+    out = np.zeros((len(idx), crop), dtype=np.float32)
+    for row, i in enumerate(idx):
+        wave = waves[i]
+        if len(wave) > crop:
+            start = int(rng.integers(0, len(wave) - crop + 1))
+            out[row] = wave[start : start + crop]
+        else:
+            out[row, : len(wave)] = wave
+    return out
+
+
+def test_crops_are_cut_as_before() -> None:
+    rng = np.random.default_rng(3)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (500, 1000, 1001, 4000)]
+    waves.append(rng.standard_normal(3000))  # float64 audio is cast like before
+    idx = rng.integers(0, len(waves), size=64)
+    new, old = np.random.default_rng(9), np.random.default_rng(9)
+    for _ in range(3):  # the generator ends in the same state: the next batches agree too
+        got = surrogate._crops(waves, idx, 1000, new)
+        assert got.dtype == torch.float32
+        assert np.array_equal(got.numpy(), _first_crops(waves, idx, 1000, old))
 
 
 def test_bad_training_input_is_refused() -> None:

@@ -8,32 +8,32 @@ import numpy as np
 import pandas as pd
 import pytest
 from spkadv.base.fileio import sha256_file
-from spkadv.data import corpus as data
-from spkadv.data import synth
+from spkadv.data import manifest as data
+from spkadv.data import synth, voices
 
 needs_flite = pytest.mark.skipif(
-    not set(synth.FLITE_VOICES) <= set(synth.available_flite_voices()),
+    not set(voices.FLITE_VOICES) <= set(voices.available_flite_voices()),
     reason="Debian flite with voices awb, rms, slt, kal16 is not installed (sudo apt-get install flite)",
 )
 
 
 def test_sentence_pool_is_deterministic_distinct_and_upper_case():
-    a, b = synth.sentence_pool(200, seed=5), synth.sentence_pool(200, seed=5)
-    assert a == b and len(set(a)) == 200 and a != synth.sentence_pool(200, seed=6)
+    a, b = voices.sentence_pool(200, seed=5), voices.sentence_pool(200, seed=5)
+    assert a == b and len(set(a)) == 200 and a != voices.sentence_pool(200, seed=6)
     assert all(s == s.upper() and 5 <= len(s.split()) <= 20 for s in a)
 
 
 def test_specs_follow_gender_ranges():
     config = synth.SynthConfig(candidates_per_gender=12)
-    specs = synth.make_specs(config)
+    specs = voices.make_specs(config)
     assert len(specs) == 24 and len({s.speaker for s in specs}) == 24
     for s in specs:
-        lo, hi = synth.F0_RANGE_HZ[s.gender]
+        lo, hi = voices.F0_RANGE_HZ[s.gender]
         assert lo <= s.f0_median_hz <= hi
-        wlo, whi = synth.WARP_RANGE[(synth.FLITE_VOICES[s.base], s.gender)]
+        wlo, whi = voices.WARP_RANGE[(voices.FLITE_VOICES[s.base], s.gender)]
         assert wlo <= s.warp <= whi
-    assert specs == synth.make_specs(config)
-    assert specs != synth.make_specs(dataclasses.replace(config, seed=1))
+    assert specs == voices.make_specs(config)
+    assert specs != voices.make_specs(dataclasses.replace(config, seed=1))
 
 
 def test_transform_moves_formants_pitch_and_rate():
@@ -43,7 +43,7 @@ def test_transform_moves_formants_pitch_and_rate():
     sp = np.full((n, bins), 1e-6)
     sp[:, 32] = 1.0  # a spectral peak at 500 Hz
     ap = np.full((n, bins), 0.1)
-    spec = synth.VoiceSpec("x", "F", "slt", 200.0, 1.0, 1.2, 1.25, 0.0, 0.0, 1000.0, 0.0)
+    spec = voices.VoiceSpec("x", "F", "slt", 200.0, 1.0, 1.2, 1.25, 0.0, 0.0, 1000.0, 0.0)
     f0n, spn, apn = synth.transform(f0, sp, ap, spec, base_median=120.0)
     assert len(f0n) == 160  # 25 % faster
     assert np.median(f0n[f0n > 0]) == pytest.approx(200.0)
@@ -78,7 +78,7 @@ def test_select_speakers_drops_near_duplicates():
     assert (
         info["near_duplicates"] == 0 and info["near_duplicate_pairs_kept"] == 1 and len(roles) == 10
     )
-    with pytest.raises(synth.SynthError, match="5 M candidate voices, need 6"):
+    with pytest.raises(voices.SynthError, match="5 M candidate voices, need 6"):
         synth.select_speakers(
             table, np.array(embs), dataclasses.replace(config, train_speakers_per_gender=4)
         )
@@ -114,6 +114,6 @@ def test_tiny_corpus_is_deterministic(tmp_path):
 
 
 def test_missing_flite_is_reported(monkeypatch):
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
-    with pytest.raises(synth.SynthError, match="apt-get install flite"):
-        synth.check_synthesizer(("slt",))
+    monkeypatch.setattr(voices.shutil, "which", lambda name: None)
+    with pytest.raises(voices.SynthError, match="apt-get install flite"):
+        voices.check_synthesizer(("slt",))

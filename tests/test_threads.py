@@ -1,8 +1,10 @@
-"""The thread policy: SPKADV_THREADS / OMP_NUM_THREADS honoured, auto count, OpenMP waiting policy."""
+"""The thread policy: SPKADV_THREADS / OMP_NUM_THREADS honoured, auto count, OpenMP waiting policy;
+the worker-process helper."""
 
 from __future__ import annotations
 
 import json
+import operator
 import os
 import subprocess
 import sys
@@ -133,3 +135,17 @@ def test_plan_and_kernel_environment_follow_the_load_at_start(monkeypatch, busy,
         ).stdout.strip()
     assert out == str(expected)
     assert "OMP_WAIT_POLICY" not in os.environ  # restored
+
+
+def test_process_map_in_this_process_keeps_the_order():
+    assert list(threads.process_map(operator.getitem, [2, 0, 1], 1, state="abc")) == [
+        (0, "c"),
+        (1, "a"),
+        (2, "b"),
+    ]
+
+
+def test_process_map_workers_build_their_state_and_answer_every_item():
+    items = [3, 1, 4, 1, 5]
+    answers = threads.process_map(operator.getitem, items, 2, setup=(str.upper, ("abcdef",)))
+    assert sorted(answers) == [(i, "abcdef".upper()[k]) for i, k in enumerate(items)]

@@ -13,17 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from spkadv.core import datasets
+from spkadv.core.datasets import CropDataset, StepSampler
 from spkadv.core.losses import LossWeights
-from spkadv.core.models import RandomConvEncoder, SSEDConfig
-from spkadv.core.train import (
-    CheckpointError,
-    CropDataset,
-    StepSampler,
-    TrainConfig,
-    load_checkpoint,
-    plot_history,
-    train,
-)
+from spkadv.core.models import SSEDConfig
+from spkadv.core.train import CheckpointError, TrainConfig, load_checkpoint, train
+from spkadv.data import centroids as centroid_math
+from spkadv.encoders import speaker as encoders
+from spkadv.encoders.random_conv import RandomConvEncoder
+from spkadv.evaluation.plotting import plot_history
 
 TINY = TrainConfig(
     model=SSEDConfig(width=4, stages=2, res_blocks=1),
@@ -51,6 +49,94 @@ def test_crops_are_deterministic_and_padded() -> None:
     ds2 = CropDataset(_waves(), 400, seed=3)
     assert not torch.equal(ds2[0][0], ds2[1][0])
     assert list(StepSampler(2, 4, batch=2, rank=1, world=2)) == [10, 11, 14, 15]
+
+
+def _first_crop(wave: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    """How items were first cut, written out: the start drawn over the wave's length, zero padded."""
+    start = int(rng.integers(max(1, len(wave) - crop + 1)))
+    out = np.zeros(crop, dtype=np.float32)
+    piece = wave[start : start + crop]
+    out[: len(piece)] = piece
+    return out
+
+
+def test_crops_are_cut_as_before() -> None:
+    waves = _waves(3, 0.05) + [np.ones(600, np.float32), np.ones(800, np.float32)]  # 800 = crop
+    ds = CropDataset(waves, 800, seed=11)
+    for k in range(40):
+        rng = np.random.default_rng([11, k])
+        index = int(rng.integers(len(waves)))
+        crop, got_index = ds[k]
+        assert got_index == index
+        assert np.array_equal(crop.numpy(), _first_crop(waves[index], 800, rng))
+
+
+def _reference_centroids(encoder, waves, speakers, max_seconds: float = 4.0):
+    """Training's first centroid arithmetic, written out: sums of unit embeddings in order."""
+    names = sorted(set(speakers))
+    row = {name: i for i, name in enumerate(names)}
+    sums = torch.zeros(len(names), 0)
+    with torch.no_grad():
+        for wave, speaker in zip(waves, speakers, strict=True):
+            piece = torch.from_numpy(wave[: int(max_seconds * 16000)]).unsqueeze(0)
+            z = torch.nn.functional.normalize(encoder.embed(piece).float(), dim=-1)
+            if sums.shape[1] == 0:
+                sums = torch.zeros(len(names), z.shape[-1])
+            sums[row[speaker]] += z[0]
+    return torch.nn.functional.normalize(sums, dim=-1), torch.tensor([row[s] for s in speakers])
+
+
+def test_speaker_centroids_keep_their_arithmetic() -> None:
+    enc, waves, speakers = RandomConvEncoder(), _waves(5), ["b", "a", "b", "c", "a"]
+    centroids, rows = datasets.speaker_centroids(enc, waves, speakers, torch.device("cpu"))
+    expected, expected_rows = _reference_centroids(enc, waves, speakers)
+    assert torch.equal(centroids, expected) and torch.equal(rows, expected_rows)
+    units = torch.stack(
+        [centroid_math.unit(enc.embed(torch.from_numpy(w)[None]))[0] for w in waves]
+    )
+    names, shared, shared_rows = centroid_math.speaker_centroids(units.detach(), speakers)
+    assert names == ["a", "b", "c"] and torch.equal(shared, expected)
+    assert torch.equal(shared_rows, expected_rows)
+
+
+def test_centroid_cache_is_keyed_by_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id()-keyed cache answers a list changed in place (or a new list that reuses a freed
+    list's id) with the centroids of other audio; the cache key is the content."""
+    monkeypatch.setattr(datasets, "_CENTROID_CACHE", {})
+    embeds = []
+
+    class Counting(RandomConvEncoder):
+        def embed(self, waves: torch.Tensor) -> torch.Tensor:
+            embeds.append(len(waves))
+            return super().embed(waves)
+
+    enc, cpu = Counting(), torch.device("cpu")
+    waves, speakers = _waves(4), ["a", "b", "a", "b"]
+    first, _ = datasets.speaker_centroids(enc, waves, speakers, cpu)
+    again, _ = datasets.speaker_centroids(enc, [w.copy() for w in waves], list(speakers), cpu)
+    assert torch.equal(again, first) and len(embeds) == 4  # the same content: a cache hit
+    waves[0] = waves[0][::-1].copy()  # the same list object, other audio
+    changed, _ = datasets.speaker_centroids(enc, waves, speakers, cpu)
+    assert not torch.equal(changed, first)
+    assert torch.equal(changed, _reference_centroids(enc, waves, speakers)[0])
+    speakers[1] = "a"  # the same list object, other speakers
+    relabelled, rows = datasets.speaker_centroids(enc, waves, speakers, cpu)
+    assert relabelled.shape[0] == 2 and rows.tolist() == [0, 0, 0, 1]
+    with torch.no_grad():
+        enc.projection.mul_(-1.0)  # the same encoder object, other weights
+    flipped, _ = datasets.speaker_centroids(enc, waves, speakers, cpu)
+    assert torch.equal(flipped, -relabelled)
+    shorter, _ = datasets.speaker_centroids(enc, waves, speakers, cpu, max_seconds=0.1)
+    assert not torch.equal(shorter, flipped)
+
+
+def test_random_conv_loads_by_name() -> None:
+    enc = encoders.load("random-conv", "cpu")
+    assert isinstance(enc, RandomConvEncoder)
+    for a, b in zip(
+        enc.state_dict().values(), RandomConvEncoder().state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
 
 
 def test_tiny_model_overfits_one_batch(tmp_path: Path) -> None:
@@ -192,7 +278,12 @@ def test_killed_script_resumes_to_the_same_final_step(tmp_path: Path) -> None:
     STEPS = 200  # many short steps, so a random kill lands mid-run on a fast or a slow machine
     manifest, profile = _script_setup(tmp_path, steps=STEPS)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "spkadv.core.train", *_script_args(tmp_path, manifest, profile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spkadv.core.train_script",
+        *_script_args(tmp_path, manifest, profile),
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = tmp_path / "out" / "checkpoints" / "last.pt"
     deadline = time.time() + 60
@@ -218,7 +309,7 @@ def test_torchrun_ddp_two_processes_gloo(tmp_path: Path) -> None:
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "spkadv.core.train",
+        "spkadv.core.train_script",
         *_script_args(tmp_path, manifest, profile),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SPKADV_DEVICE": "cpu"}

@@ -23,6 +23,7 @@ used as the condition name in the run folders and in the profiles:
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 import shutil
@@ -33,8 +34,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+from scipy.signal import butter, sosfiltfilt
+from tqdm.auto import tqdm
 
 from spkadv import SAMPLE_RATE
+from spkadv.audio.io import load_audio, resample, save_audio
+from spkadv.base.fileio import read_json, sha256_file, write_json
 
 INT16_SCALE = 32768.0
 
@@ -95,8 +101,6 @@ def median_smooth(x: np.ndarray, kernel: int = 3) -> np.ndarray:
 
 def down_up_sample(x: np.ndarray, low_sr: int = 8000, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Resample to ``low_sr`` and back (removes everything above ``low_sr / 2``)."""
-    from spkadv.audio.io import resample
-
     x = _wave(x, "down_up_sample")
     if not 0 < low_sr:
         raise ValueError(f"down_up_sample: low_sr must be positive, got {low_sr}")
@@ -108,8 +112,6 @@ def low_pass(
     x: np.ndarray, cutoff_hz: float = 4000.0, sr: int = SAMPLE_RATE, order: int = 8
 ) -> np.ndarray:
     """Zero-phase Butterworth low-pass filter (forward-backward, so no delay)."""
-    from scipy.signal import butter, sosfiltfilt
-
     x = _wave(x, "low_pass")
     if not 0 < cutoff_hz < sr / 2:
         raise ValueError(f"low_pass: cutoff_hz must lie in (0, {sr / 2}), got {cutoff_hz}")
@@ -119,10 +121,6 @@ def low_pass(
 
 def to_int16(x: np.ndarray) -> np.ndarray:
     """Store as 16-bit PCM and read back (what saving a WAV with the default subtype does)."""
-    import io
-
-    import soundfile as sf
-
     x = _wave(x, "to_int16")
     buf = io.BytesIO()
     sf.write(buf, np.clip(x, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
@@ -177,8 +175,6 @@ def codec_round_trip(
     Raises:
         CodecUnavailable: ffmpeg or its encoder for ``codec`` is missing.
     """
-    import soundfile as sf
-
     x = _wave(x, "codec_round_trip")
     ok, why = codec_available(codec)
     if not ok:
@@ -282,11 +278,6 @@ def process_files(
     fingerprint); an output is recomputed only when it is missing or either of those changed.
     Outputs are 32-bit float WAV (no extra quantisation).
     """
-    from tqdm.auto import tqdm
-
-    from spkadv.audio.io import load_audio, save_audio
-    from spkadv.base.fileio import read_json, sha256_file, write_json
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / "provenance.json"

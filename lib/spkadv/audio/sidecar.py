@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from spkadv.base.fileio import read_json, write_json
+from spkadv.base.fileio import json_text, read_json, write_json
 
 TAG_SUFFIX = ".spkadv.json"
 
@@ -26,10 +26,19 @@ def tag_path(audio_path: str | os.PathLike) -> Path:
 
 
 def write_tag(
-    audio_path: str | os.PathLike, fingerprint: str, code: np.ndarray | None = None
+    audio_path: str | os.PathLike,
+    fingerprint: str,
+    code: np.ndarray | None = None,
+    to: str | os.PathLike | None = None,
 ) -> Path:
     """Write the sidecar: the model's fingerprint and, for models that take one, the protection's
-    code (useless without the model; no copy of the audio, no other metadata)."""
+    code (useless without the model; no copy of the audio, no other metadata).
+
+    Args:
+        to: write the sidecar's text to this (temporary) file instead of atomically to
+            :func:`tag_path` of ``audio_path``; the caller renames it into place together with the
+            audio (:func:`spkadv.base.fileio.atomic_paths`).
+    """
     record: dict[str, Any] = {"spkadv_model_fingerprint": fingerprint}
     if code is not None:  # float32 bytes in base64: a tenth of the size of a JSON number list
         arr = np.ascontiguousarray(code, dtype="<f4")
@@ -37,7 +46,10 @@ def write_tag(
             "shape": list(arr.shape),
             "float32_base64": base64.b64encode(arr.tobytes()).decode("ascii"),
         }
-    return write_json(tag_path(audio_path), record)
+    if to is None:
+        return write_json(tag_path(audio_path), record)
+    Path(to).write_text(json_text(record), encoding="utf-8")
+    return Path(to)
 
 
 def read_code(audio_path: str | os.PathLike) -> np.ndarray | None:

@@ -29,8 +29,10 @@ pipeline starts), decided from the load when the process starts:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
+import multiprocessing
 import os
 import sys
 import time
@@ -38,7 +40,7 @@ from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 ENV_THREADS = "SPKADV_THREADS"
-ENV_EMBED_WORKERS = "SPKADV_EMBED_WORKERS"  # read by spkadv.encoders.speaker.embed_files
+ENV_EMBED_WORKERS = "SPKADV_EMBED_WORKERS"  # read by spkadv.encoders.embed.embed_files
 WAIT_POLICY = "PASSIVE"  # when the threads do not all fit on the free cores
 SPIN = "spin"  # ThreadPlan.wait_policy for libgomp's default (OMP_WAIT_POLICY unset)
 SAMPLE_SECONDS = 0.25  # how long /proc/stat is sampled to find the busy cores
@@ -220,35 +222,40 @@ def worker_count(workers: int, items: int, parallel: bool = True) -> int:
     if workers < 0:
         raise ValueError(f"workers={workers}: expected 0 (automatic), 1 or more processes")
     if workers == 0:
-        import torch
+        import torch  # here, not at the top: configure() must set OMP_* before torch loads
 
         workers = torch.get_num_threads() if parallel else 1
     return max(1, min(workers, items))
 
 
 def process_map(
-    fn: Callable[..., Any],
-    calls: Sequence[tuple[tuple, dict]],
+    fn: Callable[[Any, Any], Any],
+    items: Sequence[Any],
     workers: int,
-    initializer: Callable[..., None] | None = None,
-    initargs: tuple = (),
+    state: Any = None,
+    setup: tuple[Callable[..., Any], tuple] | None = None,
 ) -> Iterator[tuple[int, Any]]:
-    """``(i, fn(*args, **kwargs))`` for each ``calls[i] = (args, kwargs)``, as they complete.
+    """``(i, fn(state, items[i]))`` for every item: the one worker-process pattern of the package.
 
-    Runs in ``workers`` spawned processes of one torch thread each (``initializer(*initargs)``
-    once per process after the thread count is set); ``fn`` and ``initializer`` must be
-    module-level functions. On an error or an interrupt the calls not started are cancelled.
+    ``workers`` <= 1: in this process, in the items' order, with ``state``. Otherwise in
+    ``workers`` spawned processes of one torch thread each, yielded as they complete: each process
+    builds its own state once, after its thread count is set, with ``factory(*args)`` for
+    ``setup = (factory, args)`` (default: ``state`` itself, pickled), then calls ``fn`` on the
+    items it is given. ``fn`` and ``factory`` must be module-level functions. On an error or an
+    interrupt the calls not started are cancelled.
     """
-    import concurrent.futures
-    import multiprocessing
-
+    if workers <= 1:
+        for i, item in enumerate(items):
+            yield i, fn(state, item)
+        return
+    factory, args = setup if setup is not None else (_same, (state,))
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_process_start,
-        initargs=(initializer, initargs),
+        initargs=(fn, factory, args),
     ) as pool:
-        futures = {pool.submit(fn, *args, **kwargs): i for i, (args, kwargs) in enumerate(calls)}
+        futures = {pool.submit(_process_call, item): i for i, item in enumerate(items)}
         try:
             for future in concurrent.futures.as_completed(futures):
                 yield futures[future], future.result()
@@ -258,9 +265,23 @@ def process_map(
             raise
 
 
-def _process_start(initializer: Callable[..., None] | None, initargs: tuple) -> None:
-    import torch
+def _same(state: Any) -> Any:
+    return state
+
+
+# What a worker process of process_map holds: its function and the state it built once.
+_PROCESS_FN: Callable[[Any, Any], Any] | None = None
+_PROCESS_STATE: Any = None
+
+
+def _process_start(fn: Callable[[Any, Any], Any], factory: Callable[..., Any], args: tuple) -> None:
+    global _PROCESS_FN, _PROCESS_STATE
+    import torch  # here, not at the top: configure() must set OMP_* before torch loads
 
     torch.set_num_threads(1)
-    if initializer is not None:
-        initializer(*initargs)
+    _PROCESS_FN, _PROCESS_STATE = fn, factory(*args)
+
+
+def _process_call(item: Any) -> Any:
+    assert _PROCESS_FN is not None, "process_map worker started without its function"
+    return _PROCESS_FN(_PROCESS_STATE, item)

@@ -9,10 +9,11 @@ protected file, enrolled on the original:
   takes the protected file for the original speaker: not protected against it) or ``rejected``;
 - the audio quality: SNR and PESQ (narrow-band raw P.862, the paper's variant) against the original.
 
-The EER thresholds are those of rec-rec trials on the evaluation set (notebook
-``40_table1_eer`` stores them in the model file's ``meta["verification"]`` with
-:func:`store_verification_thresholds`). A model file without them gives similarities and quality
-but no decision, and says so.
+The EER thresholds are those of rec-rec trials on the evaluation set: notebook ``40_table1_eer``
+writes them to ``runs/<profile>/40_table1_eer/verification.json``, and ``--model M`` finds the
+file of M's own run (or take a file with ``--thresholds FILE``; see
+:func:`spkadv.evaluation.verification.find_thresholds`). Without thresholds the check gives
+similarities and quality but no decision, and says so.
 
 ORIGINAL and PROTECTED are two files, or two folders whose audio files are matched by relative
 path without the extension (``a/b.flac`` matches ``a/b.wav``).
@@ -21,119 +22,27 @@ path without the extension (``a/b.flac`` matches ``a/b.wav``).
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from spkadv.audio import sidecar
-from spkadv.core import modelfile
+from spkadv.audio.io import AUDIO_SUFFIXES, load_audio
+from spkadv.base.fileio import _json_safe
+from spkadv.evaluation import metrics, verification
 
-META_KEY = "verification"
 DEFAULT_ENCODERS = {"whitebox": "campplus", "blackbox": "ge2e"}
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 MODEL_RATE = 16_000  # what spkadv protect writes
 
 
 class CheckError(ValueError):
     """The comparison cannot be made; the message says what is wrong and what to do."""
-
-
-# --- thresholds and the model file's metadata ----------------------------------------------------
-
-
-def eer_threshold(target_scores: np.ndarray, nontarget_scores: np.ndarray) -> tuple[float, float]:
-    """(threshold, EER %) where false rejections equal false acceptances.
-
-    A trial is accepted when ``score >= threshold``. Between two observed scores the error rates
-    are interpolated linearly, as the ROC-interpolated EER of :func:`spkadv.evaluation.metrics.eer`; when
-    the errors are equal over a whole interval (separable scores) its middle is taken.
-    """
-    tar = np.sort(np.asarray(target_scores, dtype=np.float64).ravel())
-    non = np.sort(np.asarray(nontarget_scores, dtype=np.float64).ravel())
-    if tar.size == 0 or non.size == 0:
-        raise ValueError(f"need target and non-target scores, got {tar.size} and {non.size}")
-    candidates = np.unique(np.concatenate([tar, non]))
-    frr = np.searchsorted(tar, candidates, side="left") / tar.size  # targets below t: rejected
-    far = 1.0 - np.searchsorted(non, candidates, side="left") / non.size  # non-targets >= t
-    d = frr - far  # non-decreasing in t, from <= 0 to >= 0
-    j = int(np.argmax(d >= 0.0))
-    if j == 0:
-        return float(candidates[0]), float(100.0 * (frr[0] + far[0]) / 2.0)
-    if d[j] == 0.0:  # errors are equal for every t in (candidates[j-1], candidates[j]]: the middle
-        return float((candidates[j - 1] + candidates[j]) / 2.0), float(100.0 * far[j])
-    w = -d[j - 1] / (d[j] - d[j - 1])  # fraction of the way from candidate j-1 to j
-    threshold = candidates[j - 1] + w * (candidates[j] - candidates[j - 1])
-    eer = far[j - 1] + w * (far[j] - far[j - 1])
-    return float(threshold), float(100.0 * eer)
-
-
-def update_model_meta(path: str | os.PathLike, updates: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``updates`` into a model file's ``meta`` and rewrite the file atomically.
-
-    The fingerprint covers the configuration, eps and the weights, not ``meta`` (see
-    :func:`spkadv.core.modelfile.compute_fingerprint`): files protected with the model still match it.
-    This is checked before writing. Values must be primitives (the file is read with
-    ``weights_only=True``). Returns the new ``meta``.
-    """
-    import torch
-
-    from spkadv.base.fileio import atomic_path
-    from spkadv.core import modelfile
-
-    modelfile.load_model(
-        path
-    )  # refuses a missing, damaged or foreign file with an actionable message
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    before = state["fingerprint"]
-    state["meta"] = {**state.get("meta", {}), **dict(updates)}
-    after = modelfile.compute_fingerprint(
-        state["config"], state["eps"], state["generator"], state["removal"]
-    )
-    if after != before:  # would mean the fingerprint started covering meta: refuse to break tags
-        raise RuntimeError(f"{path}: metadata changed the model fingerprint; nothing written")
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return state["meta"]
-
-
-def store_verification_thresholds(
-    model_path: str | os.PathLike,
-    scores: Mapping[tuple, tuple[np.ndarray, np.ndarray]],
-    roles: Mapping[str, str],
-    condition: str = "rec-rec",
-    profile: str = "",
-) -> dict[str, dict[str, Any]]:
-    """Store each encoder's EER threshold on ``condition`` trials in the model file's metadata.
-
-    Args:
-        scores: ``(set, gender, role, condition) -> (target scores, non-target scores)``, as
-            :func:`spkadv.evaluation.tables.verification_rows` returns; all sets and genders are pooled.
-        roles: role (``whitebox`` / ``blackbox``) -> encoder name.
-    """
-    out = {}
-    for role, encoder in roles.items():
-        parts = [v for (_, _, r, c), v in scores.items() if r == role and c == condition]
-        if not parts:
-            raise ValueError(f"no {condition} scores for the {role} encoder")
-        tar = np.concatenate([p[0] for p in parts])
-        non = np.concatenate([p[1] for p in parts])
-        threshold, eer = eer_threshold(tar, non)
-        out[role] = {
-            "encoder": encoder,
-            "threshold": threshold,
-            "eer": eer,
-            "condition": condition,
-            "n_target": int(tar.size),
-            "n_nontarget": int(non.size),
-            "profile": profile,
-        }
-    update_model_meta(model_path, {META_KEY: out})
-    return out
 
 
 # --- pairing files -------------------------------------------------------------------------------
@@ -180,10 +89,6 @@ def pair_files(original: Path, protected: Path) -> list[tuple[str, Path, Path]]:
 
 def load_pair(original: Path, protected: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Both waveforms at 16 kHz, refusing pairs that cannot be the same recording."""
-    import soundfile as sf
-
-    from spkadv.audio.io import load_audio
-
     notes = []
     rates = {}
     for path in (original, protected):
@@ -214,12 +119,6 @@ def load_pair(original: Path, protected: Path) -> tuple[np.ndarray, np.ndarray, 
 # --- the comparison -------------------------------------------------------------------------------
 
 
-def thresholds_of(meta: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The stored verification thresholds of a model's metadata (empty when there are none)."""
-    stored = meta.get(META_KEY) or {}
-    return {r: v for r, v in stored.items() if isinstance(v, Mapping) and "threshold" in v}
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
@@ -232,10 +131,10 @@ def compare(
     model_fingerprint: str | None = None,
 ) -> list[dict[str, Any]]:
     """One record per pair: similarities, decisions, SNR and PESQ (a failed pair gets ``error``)."""
+    # lazy: torch must not be imported when the spkadv command builds its parser (spkadv.cli.main)
     import torch
 
     from spkadv.encoders import speaker as E
-    from spkadv.evaluation import metrics
 
     loaded = {role: E.load(name) for role, name in encoders.items()}
     records = []
@@ -249,7 +148,7 @@ def compare(
             continue
         try:
             tag = sidecar.read_tag(prot)
-        except (modelfile.ModelFileError, sidecar.SidecarError) as err:
+        except sidecar.SidecarError as err:
             tag = None
             notes.append(str(err))
         if model_fingerprint and tag and tag != model_fingerprint:
@@ -310,7 +209,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         type=Path,
-        help="model file that protected them; its stored EER thresholds give the decisions",
+        help="model file that protected them; the EER thresholds of its run "
+        "(runs/<profile>/40_table1_eer/verification.json) give the decisions",
+    )
+    p.add_argument(
+        "--thresholds",
+        type=Path,
+        metavar="FILE",
+        help="EER thresholds file (verification.json of notebook 40) to decide with, instead of "
+        "the one found from --model",
     )
     p.add_argument("--whitebox", help="white-box encoder (default: the model's, else campplus)")
     p.add_argument("--blackbox", help="black-box encoder (default: the model's, else ge2e)")
@@ -393,34 +300,36 @@ def render_text(
 
 def run(args: argparse.Namespace) -> int:
     """Carry out ``spkadv check``; returns the exit status (2: usage, 1: a file failed)."""
-    import json
-
-    from spkadv.base.fileio import _json_safe
+    # lazy: torch must not be imported when the spkadv command builds its parser (spkadv.cli.main)
+    from spkadv.core import modelfile
 
     try:
         pairs = pair_files(args.original, args.protected)
-        thresholds, header, fingerprint = {}, [], None
+        header, fingerprint, meta = [], None, None
         if args.model is not None:
             model = modelfile.load_model(args.model)
-            fingerprint = model.fingerprint
-            thresholds = thresholds_of(model.meta)
+            fingerprint, meta = model.fingerprint, model.meta
             header.append(f"model {args.model} (fingerprint {fingerprint[:12]}…)")
-            if not thresholds:
-                header.append(
-                    "this model file holds no verification thresholds, so no decision is made; "
-                    "run notebook 40_table1_eer on its profile to store them"
-                )
-        else:
+        elif args.thresholds is None:
             header.append(
                 "no --model: similarities and quality only; pass the model file that protected "
                 "the audio for the verifier's decision at its EER threshold"
             )
+        thresholds, notes = verification.find_thresholds(
+            args.model, fingerprint, meta, args.thresholds
+        )
+        header += notes
         encoders = {
             role: getattr(args, role) or thresholds.get(role, {}).get("encoder") or default
             for role, default in DEFAULT_ENCODERS.items()
         }
         header += _describe_thresholds(thresholds, encoders)
-    except (CheckError, modelfile.ModelFileError, sidecar.SidecarError) as err:
+    except (
+        CheckError,
+        modelfile.ModelFileError,
+        sidecar.SidecarError,
+        verification.VerificationFileError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     records = compare(pairs, encoders, thresholds, fingerprint)

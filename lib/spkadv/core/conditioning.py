@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from spkadv import SAMPLE_RATE
 from spkadv.core.models import NoiseMaskGenerator
@@ -167,8 +168,6 @@ def optimise_code(
     :func:`_optimise` (a probe: the signal protected this way is x + delta_map(δ)).
     Returns the code and the cosine after each step (mean over pieces).
     """
-    from tqdm.auto import tqdm
-
     cfg = generator.config
     dim = cfg.code_dim
     if not dim:

@@ -13,6 +13,7 @@ The fingerprint identifies the model: ``spkadv protect`` writes it beside each p
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -25,7 +26,10 @@ import numpy as np
 import torch
 
 from spkadv.base.fileio import atomic_path
+from spkadv.core.conditioning import utterance_embedding
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.encoders import speaker as encoders
+from spkadv.encoders.surrogate import EnsembleEncoder, load_surrogate
 
 FORMAT = "spkadv-protection-model"
 VERSION = 1
@@ -64,13 +68,11 @@ class ProtectionModel:
     def encoder(self) -> torch.nn.Module:
         """The white-box encoder the model was trained against (loaded once, for conditioning)."""
         if self._encoder is None:
-            from spkadv.core.train import load_encoder
-
             name = self.meta.get("encoder")
             if not name:
                 raise ModelFileError("this model does not name its white-box encoder (meta)")
             device = next(self.generator.parameters()).device
-            self._encoder = load_encoder(name, device)
+            self._encoder = encoders.load(name, device)
         return self._encoder
 
     def code_encoder(self) -> torch.nn.Module:
@@ -82,8 +84,6 @@ class ProtectionModel:
             return self.encoder()
         key = json.dumps(extra, sort_keys=True)
         if key not in self._code_encoders:
-            from spkadv.encoders.surrogate import EnsembleEncoder, load_surrogate
-
             device = next(self.generator.parameters()).device
             try:
                 members = [load_surrogate(item["path"], device) for item in extra]
@@ -99,8 +99,6 @@ class ProtectionModel:
         """Utterance embedding that conditions the modules on ``x``, or None if unconditioned."""
         if not self.conditioned:
             return None
-        from spkadv.core.conditioning import utterance_embedding
-
         return utterance_embedding(self.encoder(), x)
 
     @property
@@ -192,8 +190,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> P
 
 def portable_copy(model: ProtectionModel) -> ProtectionModel:
     """What worker processes get: CPU copies of the modules, no loaded encoder."""
-    import copy
-
     return dataclasses.replace(
         model,
         generator=copy.deepcopy(model.generator).cpu(),

@@ -15,8 +15,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from spkadv import SAMPLE_RATE
+from spkadv.audio.streaming import block_bounds
+from spkadv.core.conditioning import optimise_code
 from spkadv.core.modelfile import ModelFileError, ProtectionModel
 from spkadv.core.models import NoiseMaskGenerator
 
@@ -56,20 +59,15 @@ def chunked(
     """Apply a local, length-preserving ``fn(block, start)`` block by block with ``overlap`` samples
     of context (``start``: the block's first sample in ``x``).
 
-    Block starts are multiples of ``alignment`` (so strided layers see the same sample grid as in
-    one pass) and ``overlap`` must be a multiple of it too.
+    The blocks are those of :func:`spkadv.audio.streaming.block_bounds` (starts are multiples of
+    ``alignment``, and ``overlap`` must be a multiple of it too).
     """
-    if overlap % alignment:
-        raise ValueError(f"overlap {overlap} must be a multiple of the alignment {alignment}")
-    chunk = max(alignment, chunk // alignment * alignment)
     total = len(x)
-    if total <= chunk + 2 * overlap:
+    bounds = block_bounds(total, chunk, overlap, alignment)
+    if len(bounds) == 1:
         return fn(x, 0).astype(np.float32)
-    from tqdm.auto import tqdm
-
     out = np.empty(total, dtype=np.float32)
-    for a in tqdm(range(0, total, chunk), desc=desc, disable=not progress, unit="chunk"):
-        b = min(total, a + chunk)
+    for a, b in tqdm(bounds, desc=desc, disable=not progress, unit="chunk"):
         s, e = max(0, a - overlap), min(total, b + overlap)
         out[a:b] = fn(x[s:e], s)[a - s : b - s]
     return out
@@ -175,8 +173,6 @@ def restore_refined(
         x_hat = x_adv.copy()
     else:
         raise ValueError(f"start={start!r}; use 'removal' or 'adv'")
-    from tqdm.auto import tqdm
-
     for _ in tqdm(range(iterations), desc="refine", disable=not progress):
         x_hat = x_adv - _delta(
             model, model.generator, x_hat, 1.0, chunk_seconds, False, "", code, code_offset
@@ -196,15 +192,13 @@ def protection_code(
     ``steps`` optimisation steps (default: the model's ``meta["code_steps"]``) against the model's
     white-box encoder (with the surrogates of ``meta["code_surrogates"]``, :meth:`ProtectionModel.code_encoder`), under CPU bf16 autocast when ``meta["code_bf16"]``; see
     :func:`spkadv.core.conditioning.optimise_code`. ``x`` is a waveform or a signal read in pieces (an
-    object with ``read(start, stop)`` and ``len()``, such as :class:`spkadv.audio.streaming.AudioSource`):
+    object with ``read(start, stop)`` and ``len()``, such as :class:`spkadv.audio.io.AudioSource`):
     the code is the same, and only the piece being optimised is in memory. ``delta_map``: see
     :func:`spkadv.core.conditioning.optimise_code` (a probe; the protected signal is then
     x + delta_map(δ)).
     """
     if not model.config.code_film:
         return None
-    from spkadv.core.conditioning import optimise_code
-
     steps = int(model.meta.get("code_steps", 0) if steps is None else steps)
     if steps <= 0:  # the zero code (one vector serves every segment)
         return np.zeros(model.config.code_dim, dtype=np.float32)

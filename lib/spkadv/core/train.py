@@ -1,20 +1,17 @@
 """Training of the SSED generator alone (L_SSED, eq. 4) or jointly with the removal module (L, eq. 9).
 
-Random crops drawn deterministically from (seed, sample index), so a run resumed from a checkpoint
-sees the same batches as an uninterrupted one and reaches the same final step. Checkpoints hold
-the modules, the optimizer state, the step, the loss history and the elapsed time; they are written
-atomically every ``checkpoint_every`` steps and at every epoch end, and are loaded with
-``torch.load(weights_only=True)`` (no code runs from a checkpoint).
+Random crops drawn deterministically from (seed, sample index) (:mod:`spkadv.core.datasets`), so a
+run resumed from a checkpoint sees the same batches as an uninterrupted one and reaches the same
+final step. Checkpoints hold the modules, the optimizer state, the step, the loss history and the
+elapsed time; they are written atomically every ``checkpoint_every`` steps and at every epoch end,
+and are loaded with ``torch.load(weights_only=True)`` (no code runs from a checkpoint).
 
-CUDA when available (bf16 autocast, pinned memory, data-loader workers), CPU otherwise. Also a script
-for several processes / GPUs with DistributedDataParallel::
-
-    torchrun --nproc_per_node=2 -m spkadv.core.train --profile smoke --stage 20_joint_training
+CUDA when available (bf16 autocast, pinned memory, data-loader workers), CPU otherwise; several
+processes / GPUs with DistributedDataParallel through :mod:`spkadv.core.train_script`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
@@ -25,12 +22,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from spkadv import SAMPLE_RATE
 from spkadv.base.fileio import atomic_path
+from spkadv.base.precision import cpu_bf16_enabled
+from spkadv.core.datasets import CropDataset, StepSampler, speaker_centroids
 from spkadv.core.losses import LossWeights, compute_losses
-from spkadv.core.models import RandomConvEncoder, RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
+from spkadv.core.removal_phase import init_removal_from_generator, removal_step
+from spkadv.data.centroids import unit
+from spkadv.encoders.speaker import default_device
 
 CHECKPOINT_NAME = "last.pt"
 ATTACK_TARGETS = ("utterance", "centroid")
@@ -169,52 +173,6 @@ def config_from_params(
     )
 
 
-class CropDataset(Dataset):
-    """Item ``k`` is a random crop chosen by ``default_rng([seed, k])`` (zero padded if short), with
-    the index of the utterance it was cut from."""
-
-    def __init__(self, waves: Sequence[np.ndarray], crop_samples: int, seed: int) -> None:
-        if not waves:
-            raise ValueError("no training audio: the train subset of the manifest is empty")
-        self.waves, self.crop, self.seed = list(waves), crop_samples, seed
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
-        rng = np.random.default_rng([self.seed, k])
-        index = int(rng.integers(len(self.waves)))
-        wave = self.waves[index]
-        start = int(rng.integers(max(1, len(wave) - self.crop + 1)))
-        crop = np.zeros(self.crop, dtype=np.float32)
-        piece = wave[start : start + self.crop]
-        crop[: len(piece)] = piece
-        return torch.from_numpy(crop), index
-
-
-class StepSampler(Sampler):
-    """Indices for steps ``first..last-1``: step s of process r reads s*B*W + r*B + [0, B)."""
-
-    def __init__(self, first: int, last: int, batch: int, rank: int = 0, world: int = 1) -> None:
-        self.first, self.last, self.batch, self.rank, self.world = first, last, batch, rank, world
-
-    def __iter__(self):
-        for step in range(self.first, self.last):
-            base = step * self.batch * self.world + self.rank * self.batch
-            yield from range(base, base + self.batch)
-
-    def __len__(self) -> int:
-        return (self.last - self.first) * self.batch
-
-
-def pick_device() -> torch.device:
-    """``SPKADV_DEVICE`` if set, else CUDA when available, else CPU."""
-    forced = os.environ.get("SPKADV_DEVICE")
-    if forced:
-        return torch.device(forced)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write a checkpoint atomically (temporary file + rename)."""
     with atomic_path(path) as tmp:
@@ -277,7 +235,7 @@ def train(
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if distributed else 0
     world = torch.distributed.get_world_size() if distributed else 1
-    device = device or pick_device()
+    device = device or default_device()
     cuda = device.type == "cuda"
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
 
@@ -320,8 +278,6 @@ def train(
 
     gen_m, rem_m = generator, removal
     if distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         ids = [device.index] if cuda else None
         unused = config.warm_start_steps > 0  # the mask decoder sits idle during the warm start
         gen_m = DDP(generator, device_ids=ids, find_unused_parameters=unused)
@@ -342,15 +298,11 @@ def train(
     )
     steps_per_epoch = max(1, math.ceil(len(waves) / (config.batch_size * world)))
 
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=total, initial=step, desc="training", disable=not progress or rank != 0)
     t0 = time.perf_counter()
     generator.train()
     if removal is not None:
         removal.train()
-    from spkadv.base.precision import cpu_bf16_enabled
-
     autocast = cuda or cpu_bf16_enabled(config.cpu_bf16, log=progress and rank == 0)
     code_dim = config.model.code_dim
     code_rng = torch.Generator().manual_seed(config.seed + 7919)
@@ -392,7 +344,7 @@ def train(
             lr = removal_lr(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            record = _removal_step(config, generator, rem_m, x, optimizer, params, encoder, code)
+            record = removal_step(config, generator, rem_m, x, optimizer, params, encoder, code)
             record["lr"] = lr
             step += 1
             record["step"] = step
@@ -410,7 +362,7 @@ def train(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             with torch.no_grad():
                 z = encoder.embed(x)
-            emb = _unit(z) if config.model.embed_dim else None
+            emb = unit(z) if config.model.embed_dim else None
             n, m = gen_m(x, use_mask=use_mask, embedding=emb, code=code)
             x_adv = x + config.eps * n * m
             z_adv = encoder.embed(x_adv)
@@ -419,7 +371,7 @@ def train(
                 # Without rpt_to_generator, F_R follows F_P: no gradient of L_rpt reaches F_P
                 # (measured: with it, F_P learned a trivially invertible saturated n = ±1).
                 cut = (lambda t: t) if config.rpt_to_generator else (lambda t: t.detach())
-                emb_rev = _unit(z_adv.detach()) if config.model.embed_dim else None
+                emb_rev = unit(z_adv.detach()) if config.model.embed_dim else None
                 n_rev, m_rev = rem_m(cut(x_adv), use_mask=use_mask, embedding=emb_rev, code=code)
         target = z if centroids is None else centroids[wave_centroid[index.to(device)]]
         terms = compute_losses(
@@ -463,207 +415,3 @@ def removal_lr(config: TrainConfig, step: int) -> float:
         k = step - config.steps
         return config.lr * 0.5 * (1.0 + math.cos(math.pi * k / config.removal_steps))
     return config.lr
-
-
-def init_removal_from_generator(removal: RemovalModule, generator: SSEDGenerator) -> None:
-    """Copy F_P's weights into F_R with the noise decoder's output negated (tanh is odd), so that
-    F_R(x') = (-n(x'), m(x')) ≈ (-n(x), m(x)) from the start, x' being close to x."""
-    with torch.no_grad():
-        removal.load_state_dict(generator.state_dict())
-        last = [mod for mod in removal.noise_decoder.modules() if isinstance(mod, torch.nn.Conv1d)][
-            -1
-        ]
-        weight = getattr(last, "parametrizations", None)
-        (weight.weight.original if weight is not None else last.weight).neg_()
-        last.bias.neg_()
-
-
-def _unit(z: torch.Tensor) -> torch.Tensor:
-    """Length-normalised embeddings (the conditioning input of FiLM)."""
-    return torch.nn.functional.normalize(z.float(), dim=-1)
-
-
-def speaker_centroids(
-    encoder: torch.nn.Module,
-    waves: Sequence[np.ndarray],
-    speakers: Sequence[str],
-    device: torch.device,
-    max_seconds: float = 4.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean unit embedding per speaker (utterances cut to ``max_seconds``) and each wave's row.
-
-    Cached for the same encoder and wave list (a study resumes training several times)."""
-    key = (id(encoder), id(waves), len(waves), max_seconds)
-    if key in _CENTROID_CACHE:
-        centroids, rows = _CENTROID_CACHE[key]
-        return centroids.to(device), rows.to(device)
-    names = sorted(set(speakers))
-    row = {name: i for i, name in enumerate(names)}
-    sums = torch.zeros(len(names), 0)
-    with torch.no_grad():
-        for wave, speaker in zip(waves, speakers, strict=True):
-            piece = torch.from_numpy(np.asarray(wave[: int(max_seconds * SAMPLE_RATE)]))
-            z = _unit(encoder.embed(piece.to(device).unsqueeze(0))).cpu()
-            if sums.shape[1] == 0:
-                sums = torch.zeros(len(names), z.shape[-1])
-            sums[row[speaker]] += z[0]
-    centroids = torch.nn.functional.normalize(sums, dim=-1).to(device)
-    rows = torch.tensor([row[s] for s in speakers], device=device)
-    _CENTROID_CACHE[key] = (centroids, rows)
-    return centroids, rows
-
-
-_CENTROID_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _removal_step(
-    config, generator, removal, x, optimizer, params, encoder=None, code=None
-) -> dict[str, float]:
-    """One step of L_rpt (eq. 8, or the δ form) for F_R alone (the encoder only conditions)."""
-    from spkadv.core.losses import delta_removal_loss, mask_loss, noise_loss, rpt_loss
-
-    conditioned = config.model.embed_dim > 0
-    with torch.no_grad():
-        emb = _unit(encoder.embed(x)) if conditioned else None
-        n, m = generator(x, embedding=emb, code=code)
-        x_adv = x + config.eps * n * m
-        emb_rev = _unit(encoder.embed(x_adv)) if conditioned else None
-    n_rev, m_rev = removal(x_adv, embedding=emb_rev, code=code)
-    w = config.weights
-    terms = {"noise": noise_loss(n, n_rev, w), "mask": mask_loss(m, m_rev, w)}
-    if w.rpt == "delta":
-        terms["rpt"] = delta_removal_loss(n, m, n_rev, m_rev)
-    else:
-        terms["rpt"] = rpt_loss(terms["mask"], terms["noise"], w)
-    optimizer.zero_grad(set_to_none=True)
-    terms["rpt"].backward()
-    if config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-    optimizer.step()
-    with torch.no_grad():
-        restored = x_adv + config.eps * n_rev * m_rev
-        snr = 10 * torch.log10(x.pow(2).sum() / (restored - x).pow(2).sum().clamp_min(1e-20))
-    record = {k: float(v.detach()) for k, v in terms.items()}
-    record.update(snr_rst_db=float(snr), phase_removal=1.0)
-    return record
-
-
-def plot_history(history: list[dict[str, float]], title: str = ""):
-    """Loss curves (one panel per term) and the batch SNR of x'; returns a matplotlib Figure."""
-    import matplotlib.pyplot as plt
-
-    keys = [
-        k
-        for k in ("total", "angular", "quality", "rpt", "noise", "mask", "snr_db", "snr_rst_db")
-        if any(k in h for h in history)
-    ]
-    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.6), squeeze=False)
-    steps = [h["step"] for h in history]
-    for ax, key in zip(axes[0], keys, strict=True):
-        ax.plot(steps, [h.get(key, float("nan")) for h in history], lw=0.8)
-        ax.set_title(key)
-        ax.set_xlabel("step")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def load_train_waves(
-    paths: Sequence[str | os.PathLike], limit: int = 0, progress: bool = True
-) -> list[np.ndarray]:
-    """Read training utterances into memory (the first ``limit`` when > 0)."""
-    from tqdm.auto import tqdm
-
-    from spkadv.audio.io import load_audio
-
-    paths = list(paths)[:limit] if limit > 0 else list(paths)
-    return [load_audio(p) for p in tqdm(paths, desc="loading train audio", disable=not progress)]
-
-
-def load_encoder(name: str, device: torch.device | None = None) -> torch.nn.Module:
-    """``random-conv`` (the tiny test stand-in) or any name :func:`spkadv.encoders.speaker.load` knows."""
-    if name == "random-conv":
-        return RandomConvEncoder()
-    from spkadv.encoders import speaker as encoders
-
-    return encoders.load(name, device=device)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Script / torchrun entry: train from a profile's parameters and write the model file."""
-    from spkadv.base import config as cfgmod
-    from spkadv.core import modelfile
-
-    parser = argparse.ArgumentParser(
-        prog="python -m spkadv.core.train", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--profile", default="smoke", help="parameter profile name or YAML path")
-    parser.add_argument(
-        "--stage", default="20_joint_training", choices=["10_ssed_baseline", "20_joint_training"]
-    )
-    parser.add_argument(
-        "--manifest", help="corpus manifest (default: the profile's data-prep output)"
-    )
-    parser.add_argument(
-        "--encoder", help="white-box encoder (default: the profile's WHITEBOX_ENCODER)"
-    )
-    parser.add_argument("--out", help="output folder (default: runs/<profile>/<stage>)")
-    parser.add_argument("--steps", type=int, help="override the number of steps")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-
-    params = cfgmod.load_profile(args.profile)
-    profile = Path(args.profile).stem
-    joint = args.stage == "20_joint_training"
-    prefix = "JOINT" if joint else "SSED"
-    config = config_from_params(params, f"{prefix}_STEPS", f"{prefix}_WARM_START_STEPS", joint)
-    if args.steps is not None:
-        config = dataclasses.replace(config, steps=args.steps)
-
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = pick_device()
-    if distributed:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend)
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-    threads = params.get("TRAIN_THREADS", 0)
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        from spkadv.data import corpus as data
-
-        manifest = Path(args.manifest) if args.manifest else data.manifest_path(profile)
-        frame = data.read_manifest(manifest)
-        train_paths = frame.loc[frame["subset"] == "train", "path"].tolist()
-        if not train_paths:
-            raise SystemExit(f"{manifest}: no rows with subset == 'train'")
-        rank0 = not distributed or torch.distributed.get_rank() == 0
-        waves = load_train_waves(
-            train_paths, params.get("TRAIN_UTTERANCES", 0), progress=rank0 and not args.no_progress
-        )
-        encoder = load_encoder(args.encoder or params.get("WHITEBOX_ENCODER", "campplus"), device)
-        out = Path(args.out) if args.out else cfgmod.stage_dir(profile, args.stage)
-        result = train(
-            config,
-            waves,
-            encoder,
-            out / "checkpoints",
-            progress=not args.no_progress,
-            device=device,
-        )
-        if rank0:
-            name = "model.pt" if joint else "model_ssed.pt"
-            path = modelfile.save_model(out / name, result.generator, result.removal, config.eps)
-            print(
-                f"trained {result.steps} steps in {result.minutes:.2f} min; model written to {path}"
-            )
-    finally:
-        if distributed:
-            torch.distributed.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -28,12 +28,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import zipfile
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from spkadv.base.config import load_profile
 from spkadv.base.fileio import atomic_path, sha256_file
 
 MANIFEST_PATH = Path(__file__).with_name("assets.json")
@@ -224,6 +226,7 @@ class AssetStore:
         with atomic_path(target) as out:
             try:
                 if "hf_repo" in hub:
+                    # imported here: huggingface_hub reads HF_HOME and its offline setting on import
                     from huggingface_hub import hf_hub_download
 
                     got = hf_hub_download(
@@ -231,8 +234,6 @@ class AssetStore:
                     )
                     shutil.copyfile(got, out)
                 else:
-                    import urllib.request
-
                     with (
                         urllib.request.urlopen(hub["url"], timeout=30) as response,
                         open(out, "wb") as sink,
@@ -372,8 +373,6 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 0
     names = list(args.names)
     if args.profile:
-        from spkadv.base.config import load_profile
-
         names += required_for_profile(load_profile(args.profile))
     if not names:
         parser.error("name assets to fetch, or give --profile")

@@ -32,7 +32,9 @@ from torch import nn
 
 from spkadv import SAMPLE_RATE
 from spkadv.base.fileio import atomic_path, sha256_file
-from spkadv.encoders.speaker import GE2EEncoder, SpeakerEncoder
+from spkadv.data.crops import random_crop
+from spkadv.encoders.frozen import SpeakerEncoder
+from spkadv.encoders.ge2e import GE2EEncoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,14 +126,10 @@ class EnsembleEncoder(nn.Module):
 def _crops(
     waves: Sequence[np.ndarray], idx: np.ndarray, crop: int, rng: np.random.Generator
 ) -> torch.Tensor:
+    """The crops of utterances ``idx``, in turn from ``rng`` (:func:`spkadv.data.crops.random_crop`)."""
     out = np.zeros((len(idx), crop), dtype=np.float32)
     for row, i in enumerate(idx):
-        wave = waves[i]
-        if len(wave) > crop:
-            start = int(rng.integers(0, len(wave) - crop + 1))
-            out[row] = wave[start : start + crop]
-        else:
-            out[row, : len(wave)] = wave
+        out[row] = random_crop(waves[i], crop, rng)
     return torch.from_numpy(out)
 
 

@@ -26,8 +26,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jiwer
+import torch
+from tqdm.auto import tqdm
+
 from spkadv import SAMPLE_RATE
+from spkadv.audio.io import load_audio
+from spkadv.base import config
 from spkadv.base.fileio import sha256_file, write_text
+from spkadv.data import assets
 
 BACKENDS = ("faster-whisper", "openai-whisper")
 FASTER_WHISPER_ASSETS = {"base": "whisper-base-ct2", "tiny.en": "whisper-tiny.en-ct2"}
@@ -51,11 +58,9 @@ def _threads() -> int:
 
 @cache
 def _faster_whisper(model: str, device: str, compute_type: str) -> Any:
-    from faster_whisper import WhisperModel
+    from faster_whisper import WhisperModel  # heavy (CTranslate2): only when a model is loaded
 
     if model in FASTER_WHISPER_ASSETS:
-        from spkadv.data import assets
-
         source = str(assets.resolve(FASTER_WHISPER_ASSETS[model]))
     elif Path(model).expanduser().is_dir():
         source = str(Path(model).expanduser())
@@ -75,7 +80,7 @@ def _faster_whisper(model: str, device: str, compute_type: str) -> Any:
 
 @cache
 def _openai_whisper(model: str, device: str) -> Any:
-    import whisper
+    import whisper  # heavy: only when a model is loaded
 
     path = Path(model).expanduser()
     if path.suffix == ".pt":
@@ -103,8 +108,6 @@ def _openai_whisper(model: str, device: str) -> Any:
 
 
 def _device(device: str | None) -> str:
-    import torch
-
     return (
         device
         or os.environ.get("SPKADV_DEVICE")
@@ -180,10 +183,6 @@ def transcribe_files(
         compute_type: faster-whisper precision (see :func:`load_transcriber`); part of the cache key
             when given.
     """
-    from tqdm.auto import tqdm
-
-    from spkadv.audio.io import load_audio
-
     if backend not in BACKENDS:
         raise ASRError(f"unknown ASR backend {backend!r}; choose one of {BACKENDS}")
     if backend == "faster-whisper" and compute_type is None:
@@ -191,9 +190,7 @@ def transcribe_files(
     folder = None
     if cache_dir is not False:
         if cache_dir is None:
-            from spkadv.base.config import cache_dir as default_cache
-
-            cache_dir = default_cache()
+            cache_dir = config.cache_dir()
         folder = Path(cache_dir) / "transcripts" / _model_tag(backend, model, compute_type)
         folder.mkdir(parents=True, exist_ok=True)
     texts: list[str] = []
@@ -225,7 +222,7 @@ def transcribe_files(
 
 @cache
 def _normalizer() -> Callable[[str], str]:
-    from whisper.normalizers import EnglishTextNormalizer
+    from whisper.normalizers import EnglishTextNormalizer  # imports all of openai-whisper: slow
 
     return EnglishTextNormalizer()
 
@@ -240,8 +237,6 @@ def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
 
     References that normalise to nothing count their hypothesis words as insertions.
     """
-    import jiwer
-
     if len(refs) != len(hyps):
         raise ValueError(f"wer: {len(refs)} references but {len(hyps)} hypotheses")
     pairs = [(normalize_text(r), normalize_text(h)) for r, h in zip(refs, hyps, strict=True)]

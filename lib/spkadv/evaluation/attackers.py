@@ -7,7 +7,9 @@
   protected speech: one user's model must be no key to another's.
 
 The attacker's code path (:func:`make_pairs`, :func:`fit`) never sees a model file or weights:
-:class:`ProtectionOracle` exposes only ``__call__``, and training reads nothing but the pairs.
+the oracle (:class:`spkadv.evaluation.oracle.ProtectionOracle`) exposes only ``__call__``, and
+training reads nothing but the pairs. The attackers' results are summed up by
+:mod:`spkadv.evaluation.attacker_tables`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,11 +27,15 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from spkadv import SAMPLE_RATE
+from spkadv.base.fileio import atomic_path
 from spkadv.core import modelfile
 from spkadv.core.models import RemovalModule, SSEDConfig
-from spkadv.core.train import TrainConfig
+from spkadv.core.train import TrainConfig, train
+from spkadv.encoders.speaker import default_device
+from spkadv.evaluation.oracle import ask
 
 ATTACKER_KINDS = ("removal", "stft_mask")
 
@@ -38,130 +43,6 @@ ATTACKER_KINDS = ("removal", "stft_mask")
 class AttackerDataError(ValueError):
     """The attacker has no speech of its own, or it overlaps the evaluation set (then the attack
     would be measured on speech it trained on)."""
-
-
-# Enrolment clips held in memory at once by query_enrolments (one worker pool each).
-ENROL_BLOCK = 256
-
-# --- the oracle -----------------------------------------------------------------------------
-
-
-class ProtectionOracle:
-    """A protection service as a black box: ``oracle(x) -> x'`` (16 kHz float mono, same length).
-
-    Built from a model file the way ``spkadv protect --model`` uses it. The loaded model lives only
-    in a closure: the object has no attribute holding a module, a tensor or the model, refuses
-    pickling, and counts its calls and the seconds of audio it protected (what a service would
-    bill). As ``spkadv protect``, a model that takes a per-utterance code gets it optimised per call
-    (:func:`spkadv.core.protect.protection_code`); extra keyword arguments go to
-    :func:`spkadv.core.protect.protect`.
-
-    :meth:`map` answers many queries at once; with ``workers`` > 1 (0: one per torch thread) it
-    spreads them over that many processes of one torch thread each, each loading the model file
-    itself, as a service with several servers would.
-    """
-
-    __slots__ = ("_protect", "_model_path", "_protect_kwargs", "_workers", "calls", "audio_seconds")
-
-    def __init__(
-        self,
-        model_path: str | os.PathLike,
-        device: str | None = None,
-        workers: int = 1,
-        **protect_kwargs,
-    ):
-        from spkadv.core import modelfile
-        from spkadv.core.train import pick_device
-        from spkadv.evaluation import conditions
-
-        model = modelfile.load_model(model_path, device or pick_device())
-        self._protect = _oracle_function(model, protect_kwargs)
-        self._model_path = str(model_path)
-        self._protect_kwargs = tuple(protect_kwargs.items())  # for the workers (no dict: no stash)
-        self._workers = conditions.resolve_workers(model, workers, items=1 << 30)
-        self.calls = 0
-        self.audio_seconds = 0.0
-
-    def __call__(self, x: np.ndarray, **kwargs) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        out = self._protect(x, **kwargs)
-        self._count(x)
-        return out
-
-    def map(
-        self, waves: Sequence[np.ndarray], progress: bool = False, desc: str = "oracle queries"
-    ) -> list[np.ndarray]:
-        """``[oracle(x) for x in waves]``, in the waves' order, in worker processes if so built."""
-        from tqdm.auto import tqdm
-
-        waves = [np.asarray(x, dtype=np.float32) for x in waves]
-        bar = tqdm(total=len(waves), desc=desc, disable=not progress)
-        answers: list[np.ndarray | None] = [None] * len(waves)
-        workers = min(self._workers, len(waves))
-        if workers <= 1:
-            for i, x in enumerate(waves):
-                answers[i] = self(x)
-                bar.update()
-        else:
-            from spkadv.base.threads import process_map
-
-            calls = [((x,), {}) for x in waves]
-            initargs = (self._model_path, dict(self._protect_kwargs))
-            for i, answer in process_map(
-                _oracle_worker_call, calls, workers, _oracle_worker_start, initargs
-            ):
-                answers[i] = answer
-                self._count(waves[i])
-                bar.update()
-        bar.close()
-        return answers  # type: ignore[return-value]
-
-    def _count(self, x: np.ndarray) -> None:
-        self.calls += 1
-        self.audio_seconds += len(x) / SAMPLE_RATE
-
-    def __reduce__(self):
-        raise TypeError("a ProtectionOracle is a black box and cannot be pickled or copied")
-
-    def __repr__(self) -> str:
-        return f"ProtectionOracle(calls={self.calls}, audio_seconds={self.audio_seconds:.1f})"
-
-
-def _oracle_function(model, protect_kwargs: dict[str, Any]) -> Callable[..., np.ndarray]:
-    from spkadv.core import protect as P
-
-    def run(x: np.ndarray, **kwargs) -> np.ndarray:
-        options = {**protect_kwargs, **kwargs}
-        if "code" not in options:  # as the CLI: a per-utterance code where the model takes one
-            options["code"] = P.protection_code(model, x)
-        return P.protect(model, x, **options)
-
-    return run
-
-
-_ORACLE_WORKER: Callable[..., np.ndarray] | None = None
-
-
-def _oracle_worker_start(model_path: str, protect_kwargs: dict[str, Any]) -> None:
-    """Worker initialiser of :meth:`ProtectionOracle.map`: the model loaded from its file."""
-
-    global _ORACLE_WORKER
-    _ORACLE_WORKER = _oracle_function(modelfile.load_model(model_path, "cpu"), protect_kwargs)
-
-
-def _ask(oracle, waves: list[np.ndarray], progress: bool, desc: str) -> list[np.ndarray]:
-    """The oracle's answers to ``waves``: :meth:`ProtectionOracle.map` when it has one, else one
-    ``oracle(x)`` call each (any callable)."""
-    from tqdm.auto import tqdm
-
-    if issubclass(type(oracle), ProtectionOracle):  # type(): no attribute of oracle read
-        return oracle.map(waves, progress=progress, desc=desc)
-    return [oracle(x) for x in tqdm(waves, desc=desc, disable=not progress)]
-
-
-def _oracle_worker_call(x: np.ndarray) -> np.ndarray:
-    assert _ORACLE_WORKER is not None, "oracle worker started without a model"
-    return _ORACLE_WORKER(x)
 
 
 # --- the attacker's data --------------------------------------------------------------------
@@ -229,11 +110,10 @@ def make_pairs(
     progress: bool = True,
 ) -> PairSet:
     """Feed the attacker's own speech to the oracle: only ``oracle(x)`` is ever used."""
-
     if len(waves) != len(utt_ids):
         raise ValueError(f"{len(waves)} waves but {len(utt_ids)} utterance ids")
     clean = [np.asarray(x, dtype=np.float32) for x in waves]
-    answers = _ask(oracle, clean, progress, "oracle queries")
+    answers = ask(oracle, clean, progress, "oracle queries")
     protected = []
     for x, answer in zip(clean, answers, strict=True):
         xp = np.asarray(answer, dtype=np.float32)
@@ -244,63 +124,6 @@ def make_pairs(
             )
         protected.append(xp)
     return PairSet(list(utt_ids), clean, protected)
-
-
-def query_enrolments(
-    oracle: Callable[[np.ndarray], np.ndarray],
-    clean: Mapping[str, str | os.PathLike],
-    published: Mapping[str, str | os.PathLike],
-    out_dir: str | os.PathLike,
-    check: int = 0,
-    tolerance: float = 1.0e-6,
-    progress: bool = True,
-) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Pass the victim's clean enrolment audio through the oracle; write ``out_dir/<utt>.wav``.
-
-    With ``check > 0`` only the first ``check`` utterances (sorted) are queried; when every answer
-    equals the protected audio already published for it (``published``, within ``tolerance``:
-    a deterministic oracle), the others are taken from ``published``, which is what the oracle
-    would return. Otherwise, and with ``check = 0``, every utterance is queried.
-
-    Returns ``utt -> path`` and ``{"queried": n, "deterministic": bool}``.
-    """
-
-    from spkadv.audio.io import load_audio, save_audio
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    utts = sorted(clean)
-    paths: dict[str, Path] = {}
-    state = {"deterministic": True}
-
-    def ask(batch: list[str], desc: str) -> None:
-        # bounded memory: a block of clips at a time
-        for start in range(0, len(batch), ENROL_BLOCK):
-            block = batch[start : start + ENROL_BLOCK]
-            waves = [load_audio(clean[u]) for u in block]
-            answers = _ask(oracle, waves, progress, desc)
-            for utt, answer in zip(block, answers, strict=True):
-                answer = np.asarray(answer, dtype=np.float32)
-                if utt in published:
-                    reference = load_audio(published[utt])
-                    state["deterministic"] &= reference.shape == answer.shape and bool(
-                        np.max(np.abs(reference - answer), initial=0.0) <= tolerance
-                    )
-                else:
-                    state["deterministic"] = False
-                save_audio(out_dir / f"{utt}.wav", answer)
-                paths[utt] = out_dir / f"{utt}.wav"
-
-    first = utts[:check] if check > 0 else utts
-    ask(first, "oracle enrolment")
-    rest = utts[len(first) :]
-    if rest and state["deterministic"]:  # the oracle returns what was published: reuse it
-        paths.update({u: Path(published[u]) for u in rest})
-    elif rest:
-        ask(rest, "oracle enrolment (rest)")
-    deterministic = state["deterministic"]
-    queried = sum(1 for p in paths.values() if Path(p).parent == out_dir)
-    return paths, {"queried": queried, "deterministic": deterministic}
 
 
 # --- the attacker's networks ----------------------------------------------------------------
@@ -464,16 +287,12 @@ def fit(
             is loaded instead of training again.
         evaluate: learning-curve probe, called with the current ``x' -> x̂`` function every
             ``settings.eval_every`` steps and at the end; returns numbers for the history.
-        device: where to train (default :func:`spkadv.core.train.pick_device`).
+        device: where to train (default :func:`spkadv.encoders.speaker.default_device`).
     """
-    from tqdm.auto import tqdm
-
-    from spkadv.core.train import pick_device
-
     if not pairs.clean:
         raise AttackerDataError("no (x, x') pairs to train on")
     stamp = {"settings": settings.to_dict(), "pairs": pairs.digest()}
-    device = torch.device(device) if device is not None else pick_device()
+    device = torch.device(device) if device is not None else default_device()
     model = settings.build().to(device)
     if path is not None and Path(path).exists():
         state = torch.load(path, map_location=device, weights_only=True)
@@ -513,8 +332,6 @@ def fit(
             history[-1]["train_residual_db"] = float(loss.detach())
     model.eval()
     if path is not None:
-        from spkadv.base.fileio import atomic_path
-
         state = {
             "stamp": json.dumps(stamp),
             "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -552,8 +369,6 @@ def train_other_model(
     Returns the model file and the training minutes. Resumes from ``out_dir/checkpoints`` like
     notebook 20.
     """
-    from spkadv.core import train
-
     if seed == base.seed:
         raise ValueError(f"the second model needs another seed than the first one's ({base.seed})")
     cfg = dataclasses.replace(
@@ -565,7 +380,7 @@ def train_other_model(
         quality_ramp_steps=min(base.quality_ramp_steps, joint_steps),
     )
     out_dir = Path(out_dir)
-    result = train.train(
+    result = train(
         cfg, waves, encoder, out_dir / "checkpoints", progress=progress, device=device,
         speakers=speakers,
     )  # fmt: skip
@@ -574,110 +389,3 @@ def train_other_model(
         meta={**(meta or {}), "seed": seed, "steps": result.steps, "role": "another user's model"},
     )  # fmt: skip
     return path, result.minutes
-
-
-# --- evaluation helpers ---------------------------------------------------------------------
-
-
-def mean_snr_db(ref_paths: Mapping[str, Path], test_paths: Mapping[str, Path]) -> float:
-    """Mean SNR (dB) of each ``utt -> test`` file against ``utt -> ref`` (inf capped at 200 dB)."""
-    from spkadv.audio.io import load_audio
-    from spkadv.core.protect import mean_db
-    from spkadv.evaluation.metrics import snr_db
-
-    if not test_paths:
-        return math.nan
-    return mean_db([snr_db(load_audio(ref_paths[u]), load_audio(p)) for u, p in test_paths.items()])
-
-
-def mean_eers(table: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """``(role, condition) -> EER`` averaged over the (set, gender) rows of a
-    :func:`spkadv.evaluation.tables.verification_rows` table, as notebook 40 reports them."""
-    return {
-        (role, cond): float(grp["eer"].mean())
-        for (role, cond), grp in table.groupby(["encoder", "condition"], sort=False)
-    }
-
-
-def undone_percent(eer: float, eer_protected: float, eer_clean: float) -> float:
-    """Share of the protection undone: 100 · (EER(rec-adv) − EER) / (EER(rec-adv) − EER(rec-rec))."""
-    gap = eer_protected - eer_clean
-    return math.nan if not gap > 0 else 100.0 * (eer_protected - eer) / gap
-
-
-def paper_mean_eer(condition: str, role: str) -> float:
-    """The paper's Table 1 EER for a condition, averaged over its four (set, gender) rows."""
-    from spkadv.evaluation.tables import PAPER_TABLE1
-
-    values = [v for (s, g, r, c), v in PAPER_TABLE1.items() if r == role and c == condition]
-    return float(np.mean(values)) if values else math.nan
-
-
-def knowledge_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The attackers table: one row per attacker, EERs (white, black box), SNR, share of the
-    protection undone, and the paper's / journal's findings."""
-
-    def num(v, digits: int = 2) -> str:
-        if v is None or (isinstance(v, float) and not math.isfinite(v)):
-            return "–"
-        return f"{v:.{digits}f}"
-
-    head = (
-        "| knows | attacker | trial | EER white % | EER black % | SNR dB | undone % (white) "
-        "| paper (white / black EER, SNR) | journal (arXiv 2510.09504) |"
-    )
-    lines = [head, "|" + "---|" * 9]
-    for r in rows:
-        paper = r.get("paper")
-        lines.append(
-            f"| {r['knows']} | {r['attacker']} | {r['trial']} | {num(r['eer_white'])} | "
-            f"{num(r['eer_black'])} | {num(r.get('snr_db'), 1)} | {num(r.get('undone_white'), 0)} | "
-            f"{paper or '–'} | {r.get('journal') or '–'} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot_learning_curves(
-    histories: Mapping[str, Sequence[Mapping[str, float]]],
-    data_curve: Sequence[Mapping[str, float]] = (),
-    snr_adv_db: float | None = None,
-):
-    """What the attacker gains: SNR of x̂ and white-box cosine to x vs training minutes (one line
-    per network), and SNR vs hours of pairs (``data_curve``, one network at equal steps)."""
-    from spkadv.evaluation.plotting import setup
-
-    setup()
-    import matplotlib.pyplot as plt
-
-    panels = 3 if data_curve else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
-    for ax, key, label in (
-        (axes[0][0], "snr_db", "SNR of x̂ against x (dB)"),
-        (axes[0][1], "cos_white", "white-box cos(f(x), f(x̂))"),
-    ):
-        for name, hist in histories.items():
-            if all(key in h for h in hist):
-                ax.plot(
-                    [h["minutes"] for h in hist],
-                    [h[key] for h in hist],
-                    marker="o",
-                    ms=3,
-                    label=name,
-                )
-        ax.set_xlabel("training minutes")
-        ax.set_ylabel(label)
-    if snr_adv_db is not None:
-        axes[0][0].axhline(snr_adv_db, color="grey", ls="--", lw=0.8, label="protected x'")
-    axes[0][0].legend(fontsize=8)
-    if data_curve:
-        ax = axes[0][2]
-        ax.plot(
-            [d["pair_hours"] for d in data_curve], [d["snr_db"] for d in data_curve], marker="o"
-        )
-        if snr_adv_db is not None:
-            ax.axhline(snr_adv_db, color="grey", ls="--", lw=0.8)
-        ax.set_xlabel("hours of (x, x') pairs")
-        ax.set_ylabel("SNR of x̂ against x (dB)")
-        ax.set_title(f"{data_curve[-1].get('kind', '')}, same steps", fontsize=9)
-    fig.tight_layout()
-    return fig

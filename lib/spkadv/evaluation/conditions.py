@@ -8,10 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from spkadv.audio import sidecar
+from spkadv.audio.io import load_audio, save_audio
+from spkadv.base.fileio import atomic_paths
+from spkadv.base.threads import process_map, worker_count
 from spkadv.core.modelfile import ProtectionModel, portable_copy
 from spkadv.core.protect import protect, protection_code, restore, restore_refined
+from spkadv.evaluation import metrics
+from spkadv.evaluation.metrics import snr_db
 
 # --- evaluation-set processing (notebooks 10 and 20) ------------------------------------------
 
@@ -53,7 +59,6 @@ def write_conditions(
         condition against x.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     items = [
         (i, utt, str(path))
@@ -68,18 +73,11 @@ def write_conditions(
     workers = resolve_workers(model, workers, len(items))
     bar = tqdm(total=len(items), desc="eval set", disable=not progress)
     records: list[dict[str, Any]] = []
-    if workers == 1:
-        for item in items:
-            records.append(_condition_record(model, *item, **options))
-            bar.update()
-    else:
-        from spkadv.base.threads import process_map
-
-        portable = portable_copy(model)
-        calls = [(item, options) for item in items]
-        for _, record in process_map(_worker_record, calls, workers, _worker_start, (portable,)):
-            records.append(record)
-            bar.update()
+    state = model if workers == 1 else portable_copy(model)  # worker processes get CPU copies
+    tasks = [(*item, options) for item in items]
+    for _, record in process_map(_record, tasks, workers, state):
+        records.append(record)
+        bar.update()
     bar.close()
     records.sort(key=lambda r: r.pop("_index"))
     return pd.DataFrame(records)
@@ -87,24 +85,14 @@ def write_conditions(
 
 def resolve_workers(model: ProtectionModel, workers: int, items: int) -> int:
     """The process count :func:`write_conditions` uses for ``workers`` (see there)."""
-    from spkadv.base.threads import worker_count
-
     on_cpu = next(model.generator.parameters()).device.type == "cpu"
     return worker_count(workers, items, parallel=on_cpu)
 
 
-_WORKER_MODEL: ProtectionModel | None = None
-
-
-def _worker_start(model: ProtectionModel) -> None:
-    """Worker initialiser of :func:`write_conditions`: the model kept for the tasks."""
-    global _WORKER_MODEL
-    _WORKER_MODEL = model
-
-
-def _worker_record(*args, **kwargs) -> dict[str, Any]:
-    assert _WORKER_MODEL is not None, "worker started without a model"
-    return _condition_record(_WORKER_MODEL, *args, **kwargs)
+def _record(model: ProtectionModel, task: tuple) -> dict[str, Any]:
+    """A task of :func:`write_conditions`, ``(index, utt_id, path, options)``, for ``model``."""
+    *item, options = task
+    return _condition_record(model, *item, **options)
 
 
 def _condition_record(
@@ -118,8 +106,6 @@ def _condition_record(
     noise_seed: int,
 ) -> dict[str, Any]:
     """One utterance of :func:`write_conditions`: its files written, its SNRs returned."""
-    from spkadv.audio.io import load_audio, save_audio
-    from spkadv.evaluation.metrics import snr_db
 
     adv_key = next(k for k in folders if k.startswith("adv"))
     x = load_audio(path)
@@ -127,9 +113,12 @@ def _condition_record(
     code = protection_code(model, x)
     adv = protect(model, x, code=code)
     adv_path = Path(folders[adv_key]) / f"{utt}.wav"
-    save_audio(adv_path, adv)
-    if code is not None:
-        sidecar.write_tag(adv_path, model.fingerprint, code)
+    if code is None:
+        save_audio(adv_path, adv)
+    else:  # the audio and its code are renamed into place together, or neither is
+        with atomic_paths(adv_path, sidecar.tag_path(adv_path)) as (tmp_audio, tmp_tag):
+            save_audio(tmp_audio, adv)
+            sidecar.write_tag(adv_path, model.fingerprint, code, to=tmp_tag)
     out["snr_adv_db"] = snr_db(x, adv)
     if "gn" in folders:
         gn = matched_noise(x, adv - x, noise_seed, utt)
@@ -181,7 +170,6 @@ def condition_eers(
     Args:
         embeddings: audio condition -> {utt_id: embedding}.
     """
-    from spkadv.evaluation import metrics
 
     out = {}
     for pair in pairs:

@@ -10,8 +10,10 @@ import math
 from typing import Literal
 
 import numpy as np
+from pesq import PesqError, pesq
 
 from spkadv import SAMPLE_RATE
+from spkadv.audio.io import resample
 
 # ---------------------------------------------------------------------------------------------
 # Signal quality
@@ -67,12 +69,8 @@ def mos_lqo_to_raw_nb(mos: float) -> float:
 def _pesq_call(
     ref: np.ndarray, test: np.ndarray, sr: int, mode: str, rates: tuple[int, ...]
 ) -> float:
-    from pesq import PesqError, pesq
-
     ref, test = _pair(ref, test, f"pesq ({mode})")
     if sr not in rates:
-        from spkadv.audio.io import resample
-
         target = rates[-1]
         ref = resample(ref.astype(np.float32), sr, target).astype(np.float64)
         test = resample(test.astype(np.float32), sr, target).astype(np.float64)
@@ -119,6 +117,8 @@ def f0_track(
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"f0_track: expected a non-empty 1-D waveform, got shape {x.shape}")
+    # parselmouth, pyworld and scipy.signal are imported where used: the spkadv command imports
+    # this module (spkadv check), and they are slow to import
     if extractor == "praat":
         import parselmouth
 
@@ -145,7 +145,7 @@ def pitch_track_correlation(
     that maximises the full cross-correlation, and the correlation runs over all frames
     (unvoiced zeros included). A NaN (a constant track) counts as 0.
     """
-    from scipy.signal import correlate
+    from scipy.signal import correlate  # imported here, as in f0_track
 
     a = np.asarray(f0_a, dtype=np.float64)
     b = np.asarray(f0_b, dtype=np.float64)
@@ -259,6 +259,28 @@ def eer(target_scores: np.ndarray, nontarget_scores: np.ndarray) -> float:
     return float(100.0 * _interpolated_eer(cum_t, cum_n)[0])
 
 
+def eer_threshold(target_scores: np.ndarray, nontarget_scores: np.ndarray) -> tuple[float, float]:
+    """(threshold, EER %): :func:`eer` and the score threshold at which the ROC reaches it.
+
+    A trial is accepted when ``score >= threshold``. Between two ROC points the threshold is
+    interpolated as the error rates are; where the errors are equal over a whole interval of
+    thresholds (separable scores, for one) its middle is taken, and where the crossing lies above
+    every score, the highest score.
+    """
+    tar, non = _scores(target_scores, nontarget_scores)
+    cum_t, cum_n = _roc_counts(tar, non)
+    rate = float(100.0 * _interpolated_eer(cum_t, cum_n)[0])
+    levels = np.unique(np.concatenate([tar, non]))[::-1]  # ROC point k >= 1 accepts >= levels[k-1]
+    d = (1.0 - cum_t[0] / cum_t[0, -1]) - cum_n[0] / cum_n[0, -1]
+    j = int(np.argmax(d <= 0.0))  # the point at or past the crossing, as in _interpolated_eer
+    if d[j] == 0.0:  # equal errors for every threshold in (levels[j], levels[j-1]]
+        return float((levels[j] + levels[j - 1]) / 2.0), rate
+    if j == 1:
+        return float(levels[0]), rate
+    w = -d[j] / (d[j - 1] - d[j])  # fraction of the way from point j up to point j-1
+    return float(levels[j - 1] + w * (levels[j - 2] - levels[j - 1])), rate
+
+
 def eer_kaldi(target_scores: np.ndarray, nontarget_scores: np.ndarray) -> float:
     """EER in percent as Kaldi's ``compute-eer`` reports it (rank ratio, no interpolation).
 
@@ -346,7 +368,7 @@ def score_trials(
     """Cosine score of every trial row (columns ``enrol``, ``test``) -> ``[N]`` array.
 
     Args:
-        trials: DataFrame from :func:`spkadv.data.corpus.read_trials`.
+        trials: DataFrame from :func:`spkadv.data.manifest.read_trials`.
         embeddings: utt_id -> embedding on the test side.
         enrol_embeddings: utt_id -> embedding on the enrolment side (default: ``embeddings``).
     """

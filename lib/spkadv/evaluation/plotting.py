@@ -201,3 +201,23 @@ def robustness_bars(table, title: str = "Restoration after channel distortions")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_history(history: list[dict[str, float]], title: str = ""):
+    """Training's loss curves (one panel per term) and the batch SNR of x', from the history of
+    :func:`spkadv.core.train.train`."""
+    plt = _plt()
+    keys = [
+        k
+        for k in ("total", "angular", "quality", "rpt", "noise", "mask", "snr_db", "snr_rst_db")
+        if any(k in h for h in history)
+    ]
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.6), squeeze=False)
+    steps = [h["step"] for h in history]
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.plot(steps, [h.get(key, float("nan")) for h in history], lw=0.8)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from spkadv.audio.io import load_audio
 from spkadv.base import config
+from spkadv.base.fileio import atomic_path, sha256_file, write_text
+from spkadv.encoders.embed import embed_files
 from spkadv.evaluation import metrics
 
 # --- the paper's numbers (test-clean and dev-clean, LibriSpeech; Tables 1 and 2) -------------
@@ -135,7 +139,7 @@ def verification_rows(
     """EERs per (set, gender, encoder role, trial condition), with the paper's numbers beside them.
 
     Args:
-        trials: :func:`spkadv.data.corpus.read_trials` frame (set, gender, enrol, test, target).
+        trials: :func:`spkadv.data.manifest.read_trials` frame (set, gender, enrol, test, target).
         embeddings: ``(role, audio condition) -> {utt_id: embedding}``.
         roles: ``role -> encoder name``, e.g. ``{"whitebox": "campplus", "blackbox": "ge2e"}``.
 
@@ -260,11 +264,6 @@ def quality_scores(
     A PESQ failure (e.g. no speech found) is recorded as NaN, for the caller to count. The
     reference's F0 track is extracted once per utterance and reused across conditions.
     """
-    from tqdm.auto import tqdm
-
-    from spkadv.audio.io import load_audio
-    from spkadv.base.fileio import atomic_path, sha256_file
-
     cache_path = Path(cache_path)
     cols = [*QUALITY_COLUMNS, *(f"pitch_{e}" for e in pitch_extractors)]
     known = {}
@@ -381,8 +380,6 @@ def write_table(
     table: pd.DataFrame, markdown: str, profile: str, stage: str, stem: str
 ) -> tuple[Path, Path]:
     """Write ``<stem>.csv`` and ``<stem>.md`` atomically under ``runs/<profile>/<stage>/``."""
-    from spkadv.base.fileio import write_text
-
     out = config.stage_dir(profile, stage)
     csv_path = write_text(out / f"{stem}.csv", table.to_csv(index=False))
     md_path = write_text(out / f"{stem}.md", markdown)
@@ -422,11 +419,9 @@ def embed_conditions(
 ) -> dict[str, dict[str, np.ndarray]]:
     """``{condition: {utt_id: path}}`` -> ``{condition: {utt_id: embedding}}`` with one encoder.
 
-    Goes through :func:`spkadv.encoders.speaker.embed_files`, whose cache is keyed by file content: audio
+    Goes through :func:`spkadv.encoders.embed.embed_files`, whose cache is keyed by file content: audio
     that did not change since the last run is not embedded again.
     """
-    from spkadv.encoders.speaker import embed_files
-
     out = {}
     for cond, by_utt in paths.items():
         utts = sorted(by_utt)

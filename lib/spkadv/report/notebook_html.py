@@ -14,10 +14,17 @@ import io
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import numpy as np
+import soundfile as sf
+from jinja2 import DictLoader
+from jupyter_core.paths import jupyter_path
+from latex2mathml.converter import convert
+from nbconvert import HTMLExporter
 
 MAX_BAR_LINES = 3  # progress-bar lines an executed notebook may hold per output
 
@@ -58,8 +65,6 @@ _PLACEHOLDER = re.compile(r"SPKADVMATH(\d+)X")
 
 def tex_to_mathml(tex: str, display: bool = False) -> str:
     """MathML for a LaTeX formula; the formula as code when it cannot be converted."""
-    from latex2mathml.converter import convert
-
     try:
         return convert(tex.strip(), display="block" if display else "inline")
     except Exception:  # an unsupported command: show the source rather than nothing
@@ -92,8 +97,6 @@ def restore_math(text: str, store: Sequence[str]) -> str:
 
 def write_ogg(path: Path, x: np.ndarray, sr: int) -> Path:
     """Write compressed audio (Ogg Opus; Ogg Vorbis for rates Opus lacks)."""
-    import soundfile as sf
-
     path.parent.mkdir(parents=True, exist_ok=True)
     x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
     try:
@@ -110,7 +113,6 @@ _DATA_AUDIO = re.compile(
 
 def externalize_audio(markup: str, media: Path, prefix: str) -> str:
     """Turn inline base64 audio players into Ogg files in ``media`` (deduplicated by content)."""
-    import soundfile as sf
 
     def replace(m: re.Match) -> str:
         raw = base64.b64decode(re.sub(r"\s", "", m.group(1)))
@@ -126,16 +128,8 @@ def externalize_audio(markup: str, media: Path, prefix: str) -> str:
 
 # --- notebooks to HTML ----------------------------------------------------------------------------
 
-_NB_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
-{% block html_head_js_requirejs %}{% endblock %}
-{% block jupyter_widgets %}{% endblock %}
-{% block html_head_js_mathjax %}{% endblock %}
-{% block html_head_js_mermaidjs %}{% endblock %}
-{% block notebook_css %}<link rel="stylesheet" href="notebook.css">{% endblock %}
-{% block body_header %}{{ super() }}
-<nav class="spkadv-nav"><a href="../index.html">&larr; back to the report</a></nav>
-{% endblock %}
-"""
+# nbconvert's lab template without CDN scripts (package data: templates/notebook.html.j2)
+_NB_TEMPLATE = files("spkadv.report") / "templates" / "notebook.html.j2"
 _NB_CSS_EXTRA = """
 a.anchor-link { display: none; }
 .jp-Collapser { display: none; }
@@ -152,8 +146,6 @@ _REMOTE = re.compile(
 
 def notebook_css() -> str:
     """JupyterLab's light theme CSS, shared by every notebook page (one file, not one per page)."""
-    from jupyter_core.paths import jupyter_path
-
     for base in jupyter_path("nbconvert", "templates", "lab", "static"):
         index, theme = Path(base, "index.css"), Path(base, "theme-light.css")
         if index.exists() and theme.exists():
@@ -165,10 +157,6 @@ def notebook_css() -> str:
 
 def render_notebook(nb_path: Path, out_html: Path, media: Path) -> list[str]:
     """Render an executed notebook to ``out_html`` offline; returns its hygiene problems."""
-    import nbformat
-    from jinja2 import DictLoader
-    from nbconvert import HTMLExporter
-
     nb = nbformat.read(nb_path, as_version=4)
     problems = notebook_problems(nb)
     store: list[str] = []
@@ -183,7 +171,9 @@ def render_notebook(nb_path: Path, out_html: Path, media: Path) -> list[str]:
     quiet = logging.getLogger("spkadv.report.build.nbconvert")
     quiet.setLevel(logging.ERROR)  # not one "alternative text is missing" line per figure
     exporter = HTMLExporter(
-        extra_loaders=[DictLoader({"spkadv_notebook.html.j2": _NB_TEMPLATE})],
+        extra_loaders=[
+            DictLoader({"spkadv_notebook.html.j2": _NB_TEMPLATE.read_text(encoding="utf-8")})
+        ],
         template_file="spkadv_notebook.html.j2",
         log=quiet,
     )

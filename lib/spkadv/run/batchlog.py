@@ -17,7 +17,11 @@ from __future__ import annotations
 import io
 import os
 import sys
+import warnings
 from pathlib import Path
+
+from tqdm.asyncio import tqdm as text_tqdm
+from tqdm.asyncio import trange
 
 ENV_LOG = "SPKADV_BATCH_LOG"  # set by install(): where this kernel's stderr goes
 
@@ -69,14 +73,12 @@ def install(log_path: str | os.PathLike, terminal: bool = True) -> TeeStream:
 
     Also makes ``tqdm.auto`` the plain text bar. Returns the new ``sys.stderr``.
     """
-    import warnings
-
+    # imported here, in the kernel only: tqdm.autonotebook imports IPython and ipywidgets, which
+    # the pipeline process (it imports this module for kernel_arguments) does not need
     with warnings.catch_warnings():  # tqdm.autonotebook warns at import when ipywidgets is absent
         warnings.simplefilter("ignore")
         import tqdm.auto
         import tqdm.autonotebook
-    from tqdm.asyncio import tqdm as text_tqdm
-    from tqdm.asyncio import trange
 
     for module in (tqdm.auto, tqdm.autonotebook):
         module.tqdm = text_tqdm

@@ -1,9 +1,10 @@
 """Run the numbered notebooks in order with papermill: ``python -m spkadv.run.pipeline --profile NAME``.
 
 Each stage writes under ``runs/<profile>/<stem>/``; a stage whose last run succeeded with the same
-parameters is skipped unless ``--force``. A stage interrupted or failed with the same parameters
-resumes in place (its notebook picks up its checkpoints); a stage rerun with other parameters or
-``--force`` first has its earlier outputs moved to ``runs/<profile>/.previous/`` (never deleted).
+parameters, notebook and library code (every source and package-data file of ``spkadv``) is
+skipped unless ``--force``. A stage interrupted or failed with the same ones resumes in place (its
+notebook picks up its checkpoints); a stage rerun after any of them changed, or with ``--force``,
+first has its earlier outputs moved to ``runs/<profile>/.previous/`` (never deleted).
 Once a stage runs, the stages after it run too, since they read its outputs. ``runs/<profile>/summary.json`` records
 per stage the status, the seconds it took and the metrics its notebook wrote. A lock file refuses
 a second pipeline on the same profile while one runs.
@@ -24,12 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import papermill
+from papermill.exceptions import PapermillExecutionError
+
 from spkadv.base import config, threads
 from spkadv.base.fileio import read_json, write_json
 from spkadv.run import batchlog
 
 STAGE_RECORD = ".stage.json"
 KERNEL = "python3"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lib/spkadv
+# the package's sources and its package data (pyproject's [tool.setuptools.package-data])
+PACKAGE_SUFFIXES = frozenset({".py", ".json", ".txt", ".j2"})
 
 
 class PipelineError(RuntimeError):
@@ -46,13 +53,40 @@ class Stage:
     # their results depend on keys they do not declare (the studies train with the 10/20 blocks).
     profile_values: dict[str, Any] = field(default_factory=dict)
 
-    def params_hash(self) -> str:
+    def key(self, code_digest: str) -> str:
+        """The stage's freshness key: its parameters, its notebook and the library's code.
+
+        ``code_digest`` is :func:`package_digest`, computed once per pipeline run.
+        """
         blob = json.dumps(self.parameters, sort_keys=True, default=str).encode()
         if self.profile_values:
             blob += json.dumps(self.profile_values, sort_keys=True, default=str).encode()
         digest = hashlib.sha256(blob)
         digest.update(self.notebook.read_bytes())
+        digest.update(code_digest.encode())
         return digest.hexdigest()[:16]
+
+
+def package_digest(root: Path = PACKAGE_DIR) -> str:
+    """A hash of the library: every source and package-data file under ``root``, by path and content.
+
+    Compiled files (``__pycache__``) and hidden files are left out, so only an edit of the code or
+    its data changes it.
+    """
+    files = sorted(
+        (p.relative_to(root).as_posix(), p)
+        for p in root.rglob("*")
+        if p.suffix in PACKAGE_SUFFIXES
+        and p.is_file()
+        and not any(
+            part == "__pycache__" or part.startswith(".") for part in p.relative_to(root).parts
+        )
+    )
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 def discover(notebooks: Path) -> list[Path]:
@@ -115,18 +149,19 @@ def plan(profile: str, notebooks: Path, only=None, start=None) -> list[Stage]:
 
 
 def stage_record(stage_path: Path) -> dict[str, Any]:
-    """The pipeline's record of a stage's last run (status and parameter hash), or {}."""
+    """The pipeline's record of a stage's last run (status and freshness key), or {}."""
     try:
         return read_json(stage_path / STAGE_RECORD)
     except (OSError, ValueError):
         return {}
 
 
-def is_complete(stage_path: Path, params_hash: str) -> bool:
+def is_complete(stage_path: Path, key: str) -> bool:
+    """Whether the stage's last run succeeded with this freshness key (see :meth:`Stage.key`)."""
     record = stage_record(stage_path)
     return (
         record.get("status") == "ok"
-        and record.get("params_hash") == params_hash
+        and record.get("key") == key
         and (stage_path / "metrics.json").exists()
     )
 
@@ -134,8 +169,8 @@ def is_complete(stage_path: Path, params_hash: str) -> bool:
 def set_aside(stage_path: Path) -> Path | None:
     """Move a stage's earlier outputs to ``runs/<profile>/.previous/<stem>-<time>/`` (nothing is deleted).
 
-    Used when a stage reruns with other parameters or with ``--force``: its notebook must not
-    resume from checkpoints or reuse outputs made with the old parameters.
+    Used when a stage reruns with other parameters or code, or with ``--force``: its notebook must
+    not resume from checkpoints or reuse outputs made with the old ones.
     """
     if not stage_path.exists() or not any(stage_path.iterdir()):
         return None
@@ -182,9 +217,6 @@ class ProfileLock:
 
 
 def _run_stage(stage: Stage, out_dir: Path, progress: bool) -> None:
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{stage.stem}.ipynb"
     partial = out_dir / f"{stage.stem}.running.ipynb"
@@ -232,40 +264,40 @@ def run(
     root = config.runs_root() / profile_name
     summary_path = root / "summary.json"
     with ProfileLock(root / ".pipeline.lock"):
+        code = package_digest()  # once per run: the library does not change under a run
         summary = read_json(summary_path) if summary_path.exists() else {}
         summary.update(profile=profile_name, stages=summary.get("stages", {}))
         rerun_rest = force
         for number, stage in enumerate(stages, 1):
             out_dir = config.stage_dir(profile_name, stage.stem)
-            digest = stage.params_hash()
+            key = stage.key(code)
             head = f"[{number}/{len(stages)}] {stage.stem}"
             entry = summary["stages"].get(stage.stem, {})
-            if not rerun_rest and is_complete(out_dir, digest):
+            if not rerun_rest and is_complete(out_dir, key):
                 print(f"{head}: complete, skipped (use --force to rerun)", flush=True)
                 entry["status"] = "skipped"
             else:
                 rerun_rest = True  # later stages read this one's outputs
                 record = stage_record(out_dir)
-                if (
-                    record.get("params_hash") == digest
-                    and record.get("status") != "ok"
-                    and not force
-                ):
+                if record.get("key") == key and record.get("status") != "ok" and not force:
                     print(f"{head}: resuming an interrupted or failed run in {out_dir}", flush=True)
                 elif (moved := set_aside(out_dir)) is not None:
                     print(
-                        f"{head}: earlier outputs (other parameters or --force) moved to {moved}",
+                        f"{head}: earlier outputs (other parameters, notebook or library code, "
+                        f"or --force) moved to {moved}",
                         flush=True,
                     )
                 out_dir = config.stage_dir(profile_name, stage.stem)
-                write_json(out_dir / STAGE_RECORD, {"status": "running", "params_hash": digest})
+                write_json(out_dir / STAGE_RECORD, {"status": "running", "key": key, "code": code})
                 print(f"{head}: running with {stage.parameters}", flush=True)
                 began = time.monotonic()
                 try:
                     with threads.kernel_environment(log=lambda m: print(m, flush=True)):
                         _run_stage(stage, out_dir, progress)  # the kernel inherits the policy
                 except (PipelineError, KeyboardInterrupt) as err:
-                    write_json(out_dir / STAGE_RECORD, {"status": "failed", "params_hash": digest})
+                    write_json(
+                        out_dir / STAGE_RECORD, {"status": "failed", "key": key, "code": code}
+                    )
                     entry.update(status="failed", seconds=round(time.monotonic() - began, 1))
                     entry["error"] = str(err) if isinstance(err, PipelineError) else "interrupted"
                     summary["stages"][stage.stem] = entry
@@ -274,7 +306,7 @@ def run(
                 seconds = round(time.monotonic() - began, 1)
                 write_json(
                     out_dir / STAGE_RECORD,
-                    {"status": "ok", "params_hash": digest, "seconds": seconds},
+                    {"status": "ok", "key": key, "code": code, "seconds": seconds},
                 )
                 entry = {"status": "ok", "seconds": seconds}
                 print(f"{head}: done in {seconds / 60:.1f} min", flush=True)
@@ -329,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not os.environ.get("TQDM_DISABLE"),
         )
         if args.report:
+            # imported only when asked for: the report pulls in nbconvert and its templates, a
+            # few seconds of start-up that a pipeline run without --report does not need
             from spkadv.report import build as report
 
             try:

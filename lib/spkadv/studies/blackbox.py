@@ -23,11 +23,18 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchaudio
+from tqdm.auto import tqdm
 
 from spkadv import SAMPLE_RATE
-from spkadv.audio.io import load_audio
+from spkadv.audio.io import load_audio, save_audio
+from spkadv.audio.purify import _wave
+from spkadv.base.threads import process_map
 from spkadv.core import modelfile, protect
+from spkadv.core.models import local_level
+from spkadv.encoders.speaker import kaldi_fbank
 from spkadv.evaluation import conditions
+from spkadv.evaluation.attacks import pgd
 
 MEL_BANDS = 40  # bands of the linear-power mel spectrogram (GE2E's input: 25 ms / 10 ms, 40 mels)
 
@@ -109,11 +116,6 @@ def pgd_set(
     another encoder bounds what any protection optimised on that encoder can carry over at that
     power. Utterances with both files written are kept (an interrupted run continues). Returns the
     adv paths in ``utt_ids``' order."""
-    from tqdm.auto import tqdm
-
-    from spkadv.audio.io import save_audio
-    from spkadv.evaluation.attacks import pgd
-
     if len(clean) != len(utt_ids):
         raise ValueError(f"{len(clean)} waveforms but {len(utt_ids)} utterance ids")
     folders = {"adv": Path(folder) / "adv", "gn": Path(folder) / "gn"}
@@ -185,9 +187,6 @@ def shaped_noise(
     ``cutoff_hz``, constant power); ``high_level`` / ``low_level`` (band-limited and level
     shaped). Asks which kind of noise an encoder is sensitive to, with no model involved.
     """
-    from spkadv.audio.purify import _wave
-    from spkadv.core.models import local_level
-
     if shape not in NOISE_SHAPES:
         raise ValueError(
             f"unknown noise shape {shape!r}: expected one of {', '.join(NOISE_SHAPES)}"
@@ -209,20 +208,12 @@ def shaped_noise(
     return (x + noise).astype(np.float32)
 
 
-_PROBE_MODEL: modelfile.ProtectionModel | None = None
-
-
-def _probe_start(model: modelfile.ProtectionModel) -> None:
-    global _PROBE_MODEL
-    _PROBE_MODEL = model
-
-
-def _probe_one(utt: str, path: str, folders: dict[str, str], lowpass_hz: float) -> str:
-    """One utterance of the low-pass probe: the code optimised for x + lowpass(δ), written."""
-    from spkadv.audio.io import save_audio
-
-    model = _PROBE_MODEL
-    assert model is not None, "probe worker started without a model"
+def _probe_one(
+    model: modelfile.ProtectionModel, task: tuple[str, str, dict[str, str], float]
+) -> str:
+    """One utterance of the low-pass probe, ``(utt_id, path, folders, lowpass_hz)``: the code
+    optimised for x + lowpass(δ), written."""
+    utt, path, folders, lowpass_hz = task
     x = load_audio(path)
     delta_map = lowpass_map(lowpass_hz)
     code = protect.protection_code(model, x, delta_map=delta_map)
@@ -239,31 +230,19 @@ def _protect_lowpass(model, rows, folders, lowpass_hz: float, workers: int, prog
     """The ``lowpass_hz`` probe: x' = x + lowpass(δ) at δ's power, the code optimised for it
     (code settings from the model's meta, as :func:`spkadv.core.protect.protection_code` reads them).
     Not a usable protection (F_R was not trained to undo it; no restoration is measured)."""
-    from tqdm.auto import tqdm
-
-    from spkadv.base.threads import process_map
-
     folders = {k: str(v) for k, v in folders.items()}
     pairs = zip(rows["utt_id"], rows["path"], strict=True)
-    calls = [((u, str(p), folders, lowpass_hz), {}) for u, p in pairs]
-    workers = conditions.resolve_workers(model, workers, len(calls))
-    bar = tqdm(total=len(calls), desc="low-pass probe", disable=not progress)
-    if workers == 1:
-        _probe_start(model)
-        for args, _ in calls:
-            _probe_one(*args)
-            bar.update()
-    else:
-        portable = modelfile.portable_copy(model)
-        for _ in process_map(_probe_one, calls, workers, _probe_start, (portable,)):
-            bar.update()
+    tasks = [(u, str(p), folders, lowpass_hz) for u, p in pairs]
+    workers = conditions.resolve_workers(model, workers, len(tasks))
+    state = model if workers == 1 else modelfile.portable_copy(model)  # workers: CPU copies
+    bar = tqdm(total=len(tasks), desc="low-pass probe", disable=not progress)
+    for _ in process_map(_probe_one, tasks, workers, state):
+        bar.update()
     bar.close()
 
 
 @functools.lru_cache(maxsize=1)
 def _mel_transform():
-    import torchaudio
-
     return torchaudio.transforms.MelSpectrogram(
         SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=MEL_BANDS, power=2.0
     )
@@ -285,8 +264,6 @@ def feature_change(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """How much y moves x's features: ``logmel``, the RMS change of CAM++'s mean-normalised
     80-band log fbank (nats); ``linmel``, the relative change ‖M(y) − M(x)‖ / ‖M(x)‖ of the
     40-band linear-power mel spectrogram (GE2E's kind of input)."""
-    from spkadv.encoders.speaker import kaldi_fbank
-
     with torch.no_grad():
         fx = kaldi_fbank(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])
         fy = kaldi_fbank(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None])

@@ -34,6 +34,7 @@ from spkadv.base.fileio import read_json, write_json
 from spkadv.core import modelfile, protect, train
 from spkadv.core.models import SSEDGenerator
 from spkadv.evaluation import conditions, metrics
+from spkadv.evaluation.attacks import pgd
 
 # What every variant starts from, whatever the profile now adopts: the SSED generator as it was
 # before the study (no code, no context, fp32, eq. 2 to the utterance, SNR hinge at 27 dB), so the
@@ -319,8 +320,6 @@ def pgd_frontier(
     steps: int,
 ) -> dict[str, Any]:
     """Per-utterance PGD on the white-box encoder at ``snr_db`` (L2 budget), scored like a variant."""
-    from spkadv.evaluation.attacks import pgd
-
     t0 = time.process_time()
     scores = score(
         encoder,
