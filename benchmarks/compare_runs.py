@@ -11,8 +11,8 @@ RUN_A and RUN_B are profile folders (``runs/<profile>``). Compared:
   (PNG metadata such as the writer's version is ignored);
 - the tables (``*.csv``) written by the stages, by their text.
 
-Timings (keys ending in ``_s``, ``seconds`` or ``minutes``) and paths differ between any two runs
-and are skipped. Prints one line per kind with the count compared and every difference; exits 1
+Timings (keys ending in ``_s``, ``seconds``, ``minutes`` or ``per_minute``, and the figures drawn
+over wall-clock time, ``TIMED_FIGURES``) and paths differ between any two runs and are skipped. Prints one line per kind with the count compared and every difference; exits 1
 when anything differs. Used to show that a refactoring left every result of the smoke pipeline
 unchanged.
 """
@@ -30,7 +30,11 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-SKIP_KEY_SUFFIXES = ("_s", "seconds", "minutes", "_path", "_dir", "commit", "started", "finished")
+SKIP_KEY_SUFFIXES = (
+    "_s", "seconds", "minutes", "per_minute", "_path", "_dir", "commit", "started", "finished"
+)  # fmt: skip
+# figures whose x axis is wall-clock time (the attackers' learning curves over training minutes)
+TIMED_FIGURES = frozenset({"attackers_learning_curve.png"})
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -77,7 +81,7 @@ def compare_files(a: Path, b: Path, pattern: str, same) -> tuple[int, list[str]]
     count, diffs = 0, []
     for path_a in sorted(a.rglob(pattern)):
         rel = path_a.relative_to(a)
-        if rel.parts and rel.parts[0] in {"cache", "report"}:
+        if (rel.parts and rel.parts[0] in {"cache", "report"}) or rel.name in TIMED_FIGURES:
             continue
         path_b = b / rel
         count += 1

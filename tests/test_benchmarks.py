@@ -6,11 +6,20 @@ import json
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from spkadv.encoders.random_conv import RandomConvEncoder
 from spkadv.evaluation import attacks
 
-from benchmarks import bench_eval, bench_flops, bench_protect, bench_train, common, run_all
+from benchmarks import (
+    bench_eval,
+    bench_flops,
+    bench_protect,
+    bench_train,
+    common,
+    compare_runs,
+    run_all,
+)
 
 
 # -- FLOP counting --------------------------------------------------------------------------------
@@ -220,7 +229,6 @@ def test_stage_minutes_reads_the_pipeline_summary(tmp_runs):
 
 # -- stream, rerun --------------------------------------------------------------------------------
 def test_long_test_file_is_written_in_blocks_to_the_exact_length(tmp_path):
-    import soundfile as sf
 
     from benchmarks import bench_stream
 
@@ -293,3 +301,17 @@ def test_stream_length_rows_use_the_zero_code_unless_asked():
     for bad in ("ten", "-1", "2.5"):
         with pytest.raises(ValueError, match="SPKADV_BENCH_CODE_STEPS"):
             bench_stream.length_code_steps({"SPKADV_BENCH_CODE_STEPS": bad})
+
+
+def test_compare_runs_finds_a_changed_figure_of_merit_and_sample(tmp_path, capsys):
+
+    for name, snr, sample in (("a", 31.5, 0.25), ("b", 31.5, 0.25), ("c", 31.6, 0.5)):
+        stage = tmp_path / name / "20_joint_training"
+        (stage / "audio" / "adv").mkdir(parents=True)
+        (stage / "metrics.json").write_text(json.dumps({"snr_adv_db": snr, "train_s": len(name)}))
+        sf.write(stage / "audio" / "adv" / "u1.wav", np.full(160, sample, "float32"), 16000)
+    assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "IDENTICAL" in capsys.readouterr().out
+    assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    out = capsys.readouterr().out
+    assert "snr_adv_db: 31.5 != 31.6" in out and "u1.wav: differs" in out

@@ -1,4 +1,4 @@
-"""Purification baselines and channel distortions (REFERENCE §4, SpeakerGuard's semantics).
+"""Purification baselines and channel distortions (docs/protocol.md §4, SpeakerGuard's semantics).
 
 A purifier takes a float waveform in [-1, 1] and returns a waveform of the same length that
 tries to wash out an adversarial perturbation without knowing how it was made. The same

@@ -1,6 +1,6 @@
 """The SSED perturbation generator F_P and the removal module F_R (paper Fig. 2-3, eq. 1 and 5).
 
-No code was published for SSED; this is a 1-D port of SSAE's generator (REFERENCE §2), with
+No code was published for SSED; this is a 1-D port of SSAE's generator (docs/protocol.md §2), with
 every open choice a field of :class:`SSEDConfig` (*assumptions*, recorded in the notebooks):
 
 - encoder: conv k7 (``width`` channels) → ReLU, then ``stages`` stride-2 convs k3 (width doubling,

@@ -5,7 +5,7 @@ Sources (profile key ``CORPUS_SOURCE``):
 - ``synthetic``: the embedded default, built by :mod:`spkadv.data.synth`;
 - ``manifest``: any folder holding ``manifest.tsv`` (columns ``utt_id speaker gender subset path``,
   optional ``duration``/``duration_s``, ``transcript``/``text``, ``set``, ``age``; paths relative to
-  the folder), e.g. ``../shared/data/speechocean762-adults``;
+  the folder), e.g. a selection of speechocean762 read speech;
 - ``librispeech``: a LibriSpeech root, see :mod:`spkadv.data.librispeech` (with an opt-in download
   of the subsets from openslr.org).
 
@@ -42,7 +42,7 @@ from spkadv.data.manifest import (
 _MANIFEST_LAYOUT = (
     "expected a folder holding manifest.tsv: tab-separated, header with columns utt_id, speaker, gender "
     "(M/F), subset (train/eval), path (audio file relative to the folder), optional duration (or "
-    "duration_s), transcript (or text), set, age; e.g. ../shared/data/speechocean762-adults"
+    "duration_s), transcript (or text), set, age"
 )
 _OPTIONAL = {
     "duration": "duration",

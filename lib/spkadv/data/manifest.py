@@ -98,7 +98,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def make_trials(manifest: pd.DataFrame, nontargets: int = 30, seed: int = 0) -> pd.DataFrame:
-    """Per-utterance verification trials on the eval subset (REFERENCE §5; *assumptions* marked).
+    """Per-utterance verification trials on the eval subset (docs/protocol.md §5; *assumptions* marked).
 
     For every eval utterance (the test side) of a speaker, within its evaluation set and gender:
 

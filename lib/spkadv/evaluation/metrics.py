@@ -1,4 +1,4 @@
-"""Figures of merit of the paper (REFERENCE §5): SNR, PESQ, pitch correlation, EER, minDCF.
+"""Figures of merit of the paper (docs/protocol.md §5): SNR, PESQ, pitch correlation, EER, minDCF.
 
 All functions take numpy arrays. Waveforms are 1-D float arrays in [-1, 1]; scores are 1-D
 arrays of cosine similarities (higher = more likely the same speaker). EERs are in percent.

@@ -3,7 +3,7 @@
 A *condition* is a folder of ``<utt_id>.wav`` per eval utterance (``rec`` is the corpus itself, see
 :func:`spkadv.base.config.condition_dir`); a *trial condition* ``"a-b"`` enrols on condition ``a`` and
 tests on condition ``b`` (``rec-adv``: enrol the original, test the protected audio).
-The paper's own numbers (REFERENCE §6) sit beside ours in every table.
+The paper's own numbers (docs/protocol.md §6) sit beside ours in every table.
 """
 
 from __future__ import annotations
