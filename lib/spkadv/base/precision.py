@@ -12,6 +12,8 @@ quality (SNR of the restored signal, embedding similarity, PESQ) against float32
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 
 import torch
 
@@ -62,9 +64,6 @@ def cpu_bf16_enabled(requested: bool, log: bool = False) -> bool:
     step of the speechocean762 profile on an AVX2-only CPU, 2 threads: 6.7 s against 1.5 s).
     ``SPKADV_CPU_BF16=force`` uses it anyway. ``log``: say so on stderr when a request is turned
     down."""
-    import os
-    import sys
-
     if not requested:
         return False
     if bf16_available() or os.environ.get(ENV_CPU_BF16, "").lower() == "force":

@@ -4,10 +4,12 @@ eval utterance, written by one-thread worker processes, and their SNR / EER summ
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from spkadv.audio import sidecar
@@ -58,8 +60,6 @@ def write_conditions(
         DataFrame with one row per utterance (``rows``' order) and the SNRs (dB) of each
         condition against x.
     """
-    import pandas as pd
-
     items = [
         (i, utt, str(path))
         for i, (utt, path) in enumerate(zip(rows["utt_id"], rows["path"], strict=True))
@@ -148,8 +148,6 @@ def matched_noise(x: np.ndarray, delta: np.ndarray, seed: int, utt_id: str) -> n
     Same SNR against x as the protected x' = x + δ; what the perturbation does beyond that is its
     adversarial part.
     """
-    import zlib
-
     rng = np.random.default_rng([seed, zlib.crc32(utt_id.encode())])
     power = float(np.mean(np.asarray(delta, dtype=np.float64) ** 2))
     noise = rng.standard_normal(len(x)) * np.sqrt(power)

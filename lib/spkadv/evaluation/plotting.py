@@ -1,6 +1,9 @@
 """The paper's figures: DET curves, waveforms and spectrograms, the spectrum of the perturbation,
 the privacy-quality picture. Every function returns a matplotlib Figure; :func:`save_figure`
 writes it under ``figures/`` (see :func:`spkadv.base.config.figures_dir`).
+
+matplotlib and seaborn are imported in :func:`setup`, not at the top: the backend (Agg outside a
+Jupyter kernel) must be chosen before pyplot loads, and importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import spectrogram, welch
+from scipy.stats import norm
 
 from spkadv import SAMPLE_RATE
 from spkadv.base.config import figures_dir
 from spkadv.base.fileio import atomic_path
+from spkadv.evaluation.metrics import det_curve, eer
 
 _READY = False
 
@@ -57,10 +63,6 @@ def save_figure(
 
 def det_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = ""):
     """DET curves on normal-deviate axes: ``{label: (target_scores, nontarget_scores)}``."""
-    from scipy.stats import norm
-
-    from spkadv.evaluation.metrics import det_curve, eer
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 5.0))
     lo, hi = 1e-3, 0.6
@@ -90,8 +92,6 @@ def waveforms_and_spectrograms(
     signals: Mapping[str, np.ndarray], sr: int = SAMPLE_RATE, title: str = ""
 ):
     """One row per signal (e.g. x, delta, x', x̂): waveform on the left, log spectrogram on the right."""
-    from scipy.signal import spectrogram
-
     plt = _plt()
     n = len(signals)
     fig, axes = plt.subplots(
@@ -126,8 +126,6 @@ BANDS_HZ = ((0, 1000), (1000, 4000), (4000, 8000))
 
 def band_energy_fractions(x: np.ndarray, sr: int = SAMPLE_RATE, bands=BANDS_HZ) -> dict[str, float]:
     """Share of ``x``'s energy in each frequency band (Welch power spectrum)."""
-    from scipy.signal import welch
-
     f, p = welch(np.asarray(x, dtype=np.float64), fs=sr, nperseg=1024)
     total = p.sum()
     return {
@@ -142,8 +140,6 @@ def delta_spectrum(
     title: str = "Where the perturbation's energy lies",
 ):
     """Long-term power spectra (Welch) of several signals, e.g. the speech x and the perturbation delta."""
-    from scipy.signal import welch
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for label, x in spectra.items():
