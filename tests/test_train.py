@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from spkadv.core import datasets
+from spkadv.core import datasets, train_runtime
 from spkadv.core.datasets import CropDataset, StepSampler
 from spkadv.core.losses import LossWeights
 from spkadv.core.models import SSEDConfig
@@ -164,6 +164,164 @@ def test_resume_continues_from_the_saved_step(tmp_path: Path) -> None:
         assert torch.allclose(a, b, atol=1e-6)
     assert [h["step"] for h in resumed.history] == list(range(1, TINY.steps + 1))
     assert plot_history(resumed.history) is not None
+    assert _losses(resumed.history) == pytest.approx(_losses(full.history), abs=1e-6)
+
+
+def _losses(history: list[dict[str, float]]) -> list[float]:
+    """The loss terms of every step, in order (wall-clock entries left out)."""
+    return [h[k] for h in history for k in sorted(h) if k not in SPEED_KEYS]
+
+
+SPEED_KEYS = {"step_s", "steps_per_s", "crops_per_s"}
+
+
+def test_resume_continues_the_stream_of_training_codes(tmp_path: Path) -> None:
+    """With per-segment codes (the default profile's F_P / F_R), step s draws the s-th code of
+    one seeded stream: a run resumed at step 3 draws what an uninterrupted run draws there."""
+    config = dataclasses.replace(
+        TINY,
+        model=SSEDConfig(
+            width=4, stages=2, res_blocks=1, code_film=True, code_segment_seconds=0.02
+        ),
+        code_sigma=0.5,
+        removal_steps=2,
+    )
+    enc = RandomConvEncoder()
+    full = train(config, _waves(), enc, tmp_path / "full", progress=False)
+    train(config, _waves(), enc, tmp_path / "part", progress=False, stop_after=3)
+    resumed = train(config, _waves(), enc, tmp_path / "part", progress=False)
+    assert resumed.resumed_from == 3 and resumed.steps == config.total_steps
+    assert _losses(resumed.history) == pytest.approx(_losses(full.history), abs=1e-6)
+    for module in ("generator", "removal"):
+        for a, b in zip(
+            getattr(full, module).state_dict().values(),
+            getattr(resumed, module).state_dict().values(),
+            strict=True,
+        ):
+            assert torch.allclose(a, b, atol=1e-6), module
+    shape = (
+        config.batch_size,
+        config.model.code_segments(config.crop_samples),
+        config.model.code_dim,
+    )
+    stream = train_runtime.code_stream(0.5, shape, config.seed, 0)
+    first = [next(stream) for _ in range(4)]
+    assert torch.equal(next(train_runtime.training_codes(config, 3)), first[3])
+    assert list(train_runtime.training_codes(TINY, 0)) == []  # no code: nothing drawn
+    with pytest.raises(ValueError, match="first_step"):
+        next(train_runtime.code_stream(0.5, shape, 0, -1))
+
+
+def test_history_and_result_carry_steps_and_crops_per_second(tmp_path: Path) -> None:
+    config = dataclasses.replace(TINY, removal_steps=2)
+    result = train(config, _waves(), RandomConvEncoder(), tmp_path, progress=False)
+    assert all(SPEED_KEYS <= set(h) for h in result.history)
+    for h in result.history[1:]:
+        assert h["steps_per_s"] > 0 and h["step_s"] > 0
+        assert h["crops_per_s"] == pytest.approx(h["steps_per_s"] * config.batch_size)
+    assert result.steps_per_s > 0
+    assert result.crops_per_s == pytest.approx(result.steps_per_s * config.batch_size)
+
+
+def test_checkpoint_holds_the_history_packed_and_gives_it_back(tmp_path: Path) -> None:
+    config = dataclasses.replace(TINY, steps=3, removal_steps=2, checkpoint_every=100)
+    result = train(config, _waves(), RandomConvEncoder(), tmp_path, progress=False)
+    packed = load_checkpoint(tmp_path / "last.pt")["history"]
+    assert [len(rows) for rows in packed["rows"]] == [3, 2]  # the joint, then the removal records
+    assert train_runtime.unpack_history(packed) == result.history
+    assert all(type(h["step"]) is int for h in train_runtime.unpack_history(packed))
+    records = [{"a": 1, "b": float("nan")}, {"b": 2.5, "a": 2}, {"a": 3.5}, {"a": 4}]
+    back = train_runtime.unpack_history(train_runtime.pack_history(records))
+    assert [list(r) for r in back] == [["a", "b"], ["a", "b"], ["a"], ["a"]]
+    assert back[0]["a"] == 1 and type(back[0]["a"]) is int and np.isnan(back[0]["b"])
+    assert back[1] == {"a": 2, "b": 2.5} and back[2] == {"a": 3.5} and back[3] == {"a": 4}
+    assert type(back[2]["a"]) is float  # a float where the first record of its run holds one
+    assert train_runtime.unpack_history(records) == records  # a checkpoint's plain list (older)
+    assert train_runtime.unpack_history(train_runtime.pack_history([])) == []
+
+
+def test_checkpoint_with_a_plain_history_list_resumes(tmp_path: Path) -> None:
+    """Checkpoints written before the history was packed hold a list of records."""
+    full = train(TINY, _waves(), RandomConvEncoder(), tmp_path / "full", progress=False)
+    train(TINY, _waves(), RandomConvEncoder(), tmp_path / "part", progress=False, stop_after=3)
+    state = load_checkpoint(tmp_path / "part" / "last.pt")
+    state["history"] = train_runtime.unpack_history(state["history"])
+    torch.save(state, tmp_path / "part" / "last.pt")
+    resumed = train(TINY, _waves(), RandomConvEncoder(), tmp_path / "part", progress=False)
+    assert resumed.resumed_from == 3
+    assert _losses(resumed.history) == pytest.approx(_losses(full.history), abs=1e-6)
+
+
+def test_speed_meter_leaves_the_first_step_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([0.0, 10.0, 10.5, 11.5])  # start-up, a 10 s first step, then 0.5 s and 1 s
+    monkeypatch.setattr(train_runtime.time, "perf_counter", lambda: next(clock))
+    meter = train_runtime.SpeedMeter(crops_per_step=4, window=1)
+    assert meter.tick() == {"step_s": 10.0, "steps_per_s": 0.0, "crops_per_s": 0.0}
+    assert meter.tick()["steps_per_s"] == pytest.approx(2.0)
+    assert meter.tick() == {"step_s": 1.0, "steps_per_s": 1.0, "crops_per_s": 4.0}  # window 1
+    assert meter.steps_per_s == pytest.approx(2 / 1.5) and meter.crops_per_s == pytest.approx(
+        8 / 1.5
+    )
+    with pytest.raises(ValueError, match="crops_per_step"):
+        train_runtime.SpeedMeter(0)
+
+
+def test_compiled_training_gives_the_eager_results(tmp_path: Path) -> None:
+    """torch.compile through dynamo and AOT autograd (the aot_eager backend: no C++ build) traces
+    F_P, F_R and the encoder and reaches the eager run's losses and weights."""
+    eager = train(TINY, _waves(), RandomConvEncoder(), tmp_path / "eager", progress=False)
+    compiled = train(
+        TINY, _waves(), RandomConvEncoder(), tmp_path / "c", progress=False,
+        compile_backend="aot_eager",
+    )  # fmt: skip
+    assert _losses(compiled.history) == pytest.approx(_losses(eager.history), abs=1e-5)
+    for a, b in zip(
+        eager.generator.state_dict().values(), compiled.generator.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-5)
+    # a run may resume with or without compilation (not part of the configuration)
+    train(TINY, _waves(), RandomConvEncoder(), tmp_path / "mix", progress=False, stop_after=3)
+    mixed = train(
+        TINY, _waves(), RandomConvEncoder(), tmp_path / "mix", progress=False,
+        compile_backend="aot_eager",
+    )  # fmt: skip
+    assert mixed.resumed_from == 3 and mixed.steps == TINY.steps
+
+
+@pytest.mark.slow  # inductor builds C++ kernels: about 30 s on one thread
+def test_inductor_compiled_training_runs_on_cpu(tmp_path: Path) -> None:
+    config = dataclasses.replace(TINY, steps=2)
+    eager = train(config, _waves(), RandomConvEncoder(), tmp_path / "eager", progress=False)
+    compiled = train(
+        config, _waves(), RandomConvEncoder(), tmp_path / "c", progress=False,
+        compile_backend="inductor",
+    )  # fmt: skip
+    assert _losses(compiled.history) == pytest.approx(_losses(eager.history), abs=1e-4)
+
+
+def test_unknown_compile_backend_is_refused(tmp_path: Path, capsys) -> None:
+    with pytest.raises(ValueError, match="unknown torch.compile backend 'nonesuch'.*inductor"):
+        train(
+            TINY,
+            _waves(),
+            RandomConvEncoder(),
+            tmp_path,
+            progress=False,
+            compile_backend="nonesuch",
+        )
+    assert not (tmp_path / "last.pt").exists()
+    check = train_runtime.check_compile_backend
+    assert check("inductor:reduce-overhead") == ("inductor", "reduce-overhead")
+    assert check("aot_eager") == ("aot_eager", None)
+    for spec in ("inductor:fastest", "aot_eager:reduce-overhead"):
+        with pytest.raises(ValueError, match="a mode is given as inductor:<mode>"):
+            check(spec)
+    from spkadv.core import train_script
+
+    with pytest.raises(SystemExit) as exit_info:  # refused before any audio is read
+        train_script.main(["--manifest", str(tmp_path / "absent.tsv"), "--compile", "nonesuch"])
+    assert exit_info.value.code == 2
+    assert "unknown torch.compile backend 'nonesuch'" in capsys.readouterr().err
 
 
 def test_changed_configuration_is_refused_on_resume(tmp_path: Path) -> None:

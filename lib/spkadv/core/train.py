@@ -13,6 +13,7 @@ processes / GPUs with DistributedDataParallel through :mod:`spkadv.core.train_sc
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from spkadv import SAMPLE_RATE
 from spkadv.base.fileio import atomic_path
 from spkadv.base.precision import cpu_bf16_enabled
+from spkadv.core import train_runtime as runtime
 from spkadv.core.datasets import CropDataset, StepSampler, speaker_centroids
 from spkadv.core.losses import LossWeights, compute_losses
 from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
@@ -37,6 +39,7 @@ from spkadv.data.centroids import unit
 from spkadv.encoders.speaker import default_device
 
 CHECKPOINT_NAME = "last.pt"
+LOG = logging.getLogger(__name__)  # a line per checkpoint: step, steps and crops per second
 ATTACK_TARGETS = ("utterance", "centroid")
 REMOVAL_LR_SCHEDULES = ("constant", "cosine")
 
@@ -203,6 +206,8 @@ class TrainResult:
     steps: int
     minutes: float
     resumed_from: int
+    steps_per_s: float = 0.0  # this call's mean, its first step left out (SpeedMeter)
+    crops_per_s: float = 0.0
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -220,17 +225,23 @@ def train(
     device: torch.device | None = None,
     speakers: Sequence[str] | None = None,
     max_cpu_seconds: float | None = None,
+    compile_backend: str | None = None,
 ) -> TrainResult:
     """Train F_P (and F_R when ``config.joint``) against the frozen ``encoder``.
 
     Args:
-        waves: training utterances, 16 kHz float32.
+        waves: training utterances, 16 kHz float32: a list in memory, or a
+            :class:`spkadv.data.utterances.DiskUtterances` (each crop read from its file;
+            the same crops, ``TRAIN_DATA``).
         encoder: frozen speaker encoder with ``.embed(waves [B, T]) -> [B, D]``.
         checkpoint_dir: where ``last.pt`` lives; an existing one is resumed when ``resume``.
         stop_after: stop (as if interrupted) after this many steps of this call (for tests).
         speakers: speaker of each utterance (needed by ``attack_target="centroid"``).
         max_cpu_seconds: stop (as if interrupted) once the run's process CPU time, summed over
             calls (stored in the checkpoint), reaches this budget: equal-budget comparisons.
+        compile_backend: ``torch.compile`` F_P, F_R and the encoder with this backend
+            (``inductor``, ``inductor:reduce-overhead``; ``eager`` traces only); None: eager
+            mode. Not part of the configuration: a run may resume with or without it.
     """
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if distributed else 0
@@ -272,7 +283,8 @@ def train(
         if removal is not None:
             removal.load_state_dict(state["removal"])
         optimizer.load_state_dict(state["optimizer"])
-        step, history, elapsed = state["step"], list(state["history"]), state["elapsed_s"]
+        step, elapsed = state["step"], state["elapsed_s"]
+        history = runtime.unpack_history(state["history"])
         cpu_start -= state.get("cpu_s", 0.0)
     resumed_from = step
 
@@ -287,6 +299,9 @@ def train(
             else None
         )
 
+    embed = encoder.embed
+    if compile_backend:
+        gen_m, rem_m, embed = runtime.compile_networks(compile_backend, gen_m, rem_m, encoder.embed)
     total = config.total_steps
     last = total if stop_after is None else min(total, step + stop_after)
     loader = DataLoader(
@@ -304,8 +319,8 @@ def train(
     if removal is not None:
         removal.train()
     autocast = cuda or cpu_bf16_enabled(config.cpu_bf16, log=progress and rank == 0)
-    code_dim = config.model.code_dim
-    code_rng = torch.Generator().manual_seed(config.seed + 7919)
+    codes = runtime.training_codes(config, step)  # a resumed run continues the same stream of codes
+    meter = runtime.SpeedMeter(config.batch_size * world)
 
     def checkpoint() -> None:
         save_checkpoint(
@@ -316,11 +331,12 @@ def train(
                 "generator": generator.state_dict(),
                 "removal": removal.state_dict() if removal is not None else {},
                 "optimizer": optimizer.state_dict(),
-                "history": history,
+                "history": runtime.pack_history(history),
                 "elapsed_s": elapsed + time.perf_counter() - t0,
                 "cpu_s": time.process_time() - cpu_start,
             },
         )
+        LOG.info("step %d/%d: %.3g steps/s, %.3g crops/s", step, total, *meter.window_rates())
 
     for x, index in loader:
         if max_cpu_seconds is not None and time.process_time() - cpu_start >= max_cpu_seconds:
@@ -328,12 +344,8 @@ def train(
                 checkpoint()
             break
         x = x.to(device, non_blocking=cuda)
-        code = None
-        if code_dim and config.code_sigma > 0:  # the family of perturbations F_R must learn to undo
-            shape = (x.shape[0], code_dim)
-            if config.model.code_segment_samples:
-                shape = (x.shape[0], config.model.code_segments(x.shape[-1]), code_dim)
-            code = (config.code_sigma * torch.randn(shape, generator=code_rng)).to(device)
+        code = next(codes, None)  # the family of perturbations F_R must learn to undo
+        code = None if code is None else code.to(device)
         if step >= config.steps:  # removal fine-tuning: F_P frozen, F_R alone on L_rpt (eq. 8)
             generator.eval()
             if step == config.steps:
@@ -347,7 +359,7 @@ def train(
             record = removal_step(config, generator, rem_m, x, optimizer, params, encoder, code)
             record["lr"] = lr
             step += 1
-            record["step"] = step
+            record.update(step=step, **meter.tick())
             history.append(record)
             bar.update(1)
             bar.set_postfix(rpt=f"{record['rpt']:.4f}")
@@ -361,11 +373,11 @@ def train(
         weights = dataclasses.replace(config.weights, beta=config.weights.beta * ramp)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             with torch.no_grad():
-                z = encoder.embed(x)
+                z = embed(x)
             emb = unit(z) if config.model.embed_dim else None
             n, m = gen_m(x, use_mask=use_mask, embedding=emb, code=code)
             x_adv = x + config.eps * n * m
-            z_adv = encoder.embed(x_adv)
+            z_adv = embed(x_adv)
             n_rev = m_rev = None
             if rem_m is not None:
                 # Without rpt_to_generator, F_R follows F_P: no gradient of L_rpt reaches F_P
@@ -390,11 +402,13 @@ def train(
             snr = 10 * torch.log10(x.pow(2).sum() / delta.pow(2).sum().clamp_min(1e-20))
         record = {k: float(v.detach()) for k, v in terms.items()}
         record.update(step=step, snr_db=float(snr), mask_mean=float(m.detach().float().mean()))
+        record.update(meter.tick())  # after float(): the step's GPU work is done
         history.append(record)
         bar.update(1)
         bar.set_postfix(
-            loss=f"{record['total']:.4f}", cos=f"{record['angular']:.3f}", snr=f"{float(snr):.1f}"
-        )
+            loss=f"{record['total']:.4f}", cos=f"{record['angular']:.3f}", snr=f"{float(snr):.1f}",
+            crops_s=f"{record['crops_per_s']:.1f}",
+        )  # fmt: skip
         if rank == 0 and (
             step % config.checkpoint_every == 0 or step % steps_per_epoch == 0 or step == last
         ):
@@ -406,7 +420,10 @@ def train(
     generator.eval()
     if removal is not None:
         removal.eval()
-    return TrainResult(_unwrap(generator), removal, history, step, elapsed / 60, resumed_from)
+    return TrainResult(
+        _unwrap(generator), removal, history, step, elapsed / 60, resumed_from,
+        meter.steps_per_s, meter.crops_per_s,
+    )  # fmt: skip
 
 
 def removal_lr(config: TrainConfig, step: int) -> float:

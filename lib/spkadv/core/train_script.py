@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +20,9 @@ import torch
 
 from spkadv.base import config as cfgmod
 from spkadv.core import modelfile
-from spkadv.core.datasets import load_train_waves
+from spkadv.core.datasets import train_audio
 from spkadv.core.train import config_from_params, train
+from spkadv.core.train_runtime import check_compile_backend
 from spkadv.data.manifest import manifest_path, read_manifest
 from spkadv.encoders.speaker import default_device, load
 
@@ -42,8 +44,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", help="output folder (default: runs/<profile>/<stage>)")
     parser.add_argument("--steps", type=int, help="override the number of steps")
+    parser.add_argument(
+        "--seed", type=int, help="override SEED (60_attackers' second model: OTHER_MODEL_SEED)"
+    )
+    parser.add_argument(
+        "--compile", nargs="?", const="inductor", metavar="BACKEND",
+        help="torch.compile F_P, F_R and the encoder: BACKEND or inductor:MODE (e.g. "
+        "inductor:reduce-overhead for CUDA graphs); default inductor; off without the flag",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.no_progress:  # no bar: a log line per checkpoint with the speed instead
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.compile:
+        try:  # refused before any audio is read
+            check_compile_backend(args.compile)
+        except ValueError as err:
+            parser.error(str(err))
 
     params = cfgmod.load_profile(args.profile)
     profile = Path(args.profile).stem
@@ -52,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_params(params, f"{prefix}_STEPS", f"{prefix}_WARM_START_STEPS", joint)
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = default_device()
@@ -71,8 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not train_paths:
             raise SystemExit(f"{manifest}: no rows with subset == 'train'")
         rank0 = not distributed or torch.distributed.get_rank() == 0
-        waves = load_train_waves(
-            train_paths, params.get("TRAIN_UTTERANCES", 0), progress=rank0 and not args.no_progress
+        waves = train_audio(
+            train_paths,
+            params.get("TRAIN_UTTERANCES", 0),
+            params.get("TRAIN_DATA", "memory"),
+            progress=rank0 and not args.no_progress,
+            cache_dir=cfgmod.cache_dir(profile),
         )
         encoder = load(args.encoder or params.get("WHITEBOX_ENCODER", "campplus"), device)
         out = Path(args.out) if args.out else cfgmod.stage_dir(profile, args.stage)
@@ -83,12 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             out / "checkpoints",
             progress=not args.no_progress,
             device=device,
+            compile_backend=args.compile,
         )
         if rank0:
             name = "model.pt" if joint else "model_ssed.pt"
             path = modelfile.save_model(out / name, result.generator, result.removal, config.eps)
             print(
-                f"trained {result.steps} steps in {result.minutes:.2f} min; model written to {path}"
+                f"trained {result.steps} steps in {result.minutes:.2f} min "
+                f"({result.steps_per_s:.2f} steps/s, {result.crops_per_s:.1f} crops/s on "
+                f"{device.type}); model written to {path}"
             )
     finally:
         if distributed:
