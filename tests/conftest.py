@@ -12,7 +12,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "speechocean762-adults"
+# An extracted speechocean762 selection (manifest.tsv and manifest-dev.tsv), named by this variable.
+SHARED_DATA_ENV = "SPKADV_SPEECHOCEAN762"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,10 +63,14 @@ def tmp_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def shared_corpus() -> Path:
-    """The real-speech corpus beside the project; tests using it skip when it is absent."""
-    if not (SHARED_DATA / "manifest.tsv").exists():
-        pytest.skip(f"{SHARED_DATA} not present")
-    return SHARED_DATA
+    """The extracted speechocean762 selection named by ``$SPKADV_SPEECHOCEAN762``; tests using it
+    skip when the variable is unset or names no folder with a ``manifest.tsv``."""
+    folder = os.environ.get(SHARED_DATA_ENV, "").strip()
+    if not folder or not (Path(folder) / "manifest.tsv").is_file():
+        pytest.skip(
+            f"set {SHARED_DATA_ENV} to an extracted speechocean762 selection (manifest.tsv)"
+        )
+    return Path(folder).resolve()
 
 
 def write_notebook(path: Path, params_source: str, *code_cells: str) -> Path:
