@@ -30,13 +30,18 @@ def tone(path: Path, seconds: float = 1.0, freq: float = 200.0, fmt: str = "WAV"
 # ----------------------------------------------------------------------------- LibriSpeech layout
 
 
-def make_librispeech(root: Path, eval_per_gender: int = 3, utts: int = 3) -> Path:
+def make_librispeech(
+    root: Path, eval_per_gender: int = 3, utts: int = 3, dev_per_gender: int = 0
+) -> Path:
+    """A LibriSpeech root: train-clean-100, test-clean and dev-clean (and dev-other, the held-out
+    dev speakers, with ``dev_per_gender``), every speaker in one subset only, as in LibriSpeech."""
     lines = [";ID  |SEX| SUBSET           |MINUTES| NAME", ";comment line"]
     spk_id = 100
     for subset, per_gender in (
         ("train-clean-100", 1),
         ("test-clean", eval_per_gender),
         ("dev-clean", eval_per_gender),
+        ("dev-other", dev_per_gender),
     ):
         for gender in ("M", "F"):
             for _ in range(per_gender):
@@ -85,6 +90,32 @@ def test_librispeech_layout_reads_and_picks_seeded_speakers(tmp_path):
         for s in range(6)
     }
     assert len(seeds) > 1  # the seed changes the choice
+
+
+def test_librispeech_dev_speakers_are_held_out_and_checked(tmp_path):
+    root = make_librispeech(tmp_path / "LibriSpeech", eval_per_gender=2, utts=2, dev_per_gender=3)
+    load = lambda **kw: librispeech.load_librispeech(  # noqa: E731
+        root, ["train-clean-100"], ["test-clean"], 2, seed=0, progress=False, **kw
+    )
+    without, _ = load()
+    manifest, _ = load(dev_subset="dev-other", dev_speakers_per_gender=2)
+    dev = manifest[manifest["subset"] == "dev"]
+    genders = dev.groupby("speaker")["gender"].first()
+    assert (genders == "M").sum() == 2 and (genders == "F").sum() == 2
+    assert set(dev["set"]) == {"dev-other"} and len(dev) == 4 * 2
+    assert set(dev["speaker"]).isdisjoint(manifest.loc[manifest["subset"] != "dev", "speaker"])
+    # the train and eval rows are those of a corpus without dev speakers
+    pd.testing.assert_frame_equal(manifest[manifest["subset"] != "dev"], without)
+    with pytest.raises(data.CorpusError, match="also a train or eval subset"):
+        load(dev_subset="test-clean", dev_speakers_per_gender=1)
+    with pytest.raises(data.CorpusError, match="has 3 M speakers; need 4"):
+        load(dev_subset="dev-other", dev_speakers_per_gender=4)
+    bare = make_librispeech(tmp_path / "bare" / "LibriSpeech", eval_per_gender=2, utts=2)
+    with pytest.raises(data.CorpusError, match="dev subset 'dev-other'.*LIBRISPEECH_DEV_SUBSET"):
+        librispeech.load_librispeech(
+            bare, [], ["test-clean"], 2, progress=False, dev_subset="dev-other",
+            dev_speakers_per_gender=2,
+        )  # fmt: skip
 
 
 def test_librispeech_missing_root_and_subset_say_what_is_expected(tmp_path):
@@ -210,7 +241,9 @@ def test_prepare_corpus_reuses_a_matching_build(tmp_path):
     pd.testing.assert_frame_equal(m1, m2)
     with pytest.raises(data.CorpusError, match="needs CORPUS_ROOT"):
         corpus.prepare_corpus(out, "manifest", progress=False)
-    with pytest.raises(data.CorpusError, match="choose synthetic, manifest or librispeech"):
+    with pytest.raises(
+        data.CorpusError, match="choose synthetic, manifest, speechocean762 or librispeech"
+    ):
         corpus.prepare_corpus(out, "timit", progress=False)
 
 

@@ -5,7 +5,10 @@ Sources (profile key ``CORPUS_SOURCE``):
 - ``synthetic``: the embedded default, built by :mod:`spkadv.data.synth`;
 - ``manifest``: any folder holding ``manifest.tsv`` (columns ``utt_id speaker gender subset path``,
   optional ``duration``/``duration_s``, ``transcript``/``text``, ``set``, ``age``; paths relative to
-  the folder), e.g. a selection of speechocean762 read speech;
+  the folder; subset ``train``, ``dev`` or ``eval``);
+- ``speechocean762``: the project's adult train / dev / eval selection of OpenSLR SLR101, built
+  from its archive (opt-in download) or read from an extracted copy, see
+  :mod:`spkadv.data.speechocean762`;
 - ``librispeech``: a LibriSpeech root, see :mod:`spkadv.data.librispeech` (with an opt-in download
   of the subsets from openslr.org).
 
@@ -27,10 +30,11 @@ import numpy as np
 import pandas as pd
 
 from spkadv.base.fileio import write_json
-from spkadv.data import synth
+from spkadv.data import speechocean762, synth
 from spkadv.data.librispeech import download_librispeech, load_librispeech
 from spkadv.data.manifest import (
     MANIFEST_COLUMNS,
+    SUBSETS,
     CorpusError,
     check_rows,
     read_manifest,
@@ -41,7 +45,7 @@ from spkadv.data.manifest import (
 
 _MANIFEST_LAYOUT = (
     "expected a folder holding manifest.tsv: tab-separated, header with columns utt_id, speaker, gender "
-    "(M/F), subset (train/eval), path (audio file relative to the folder), optional duration (or "
+    "(M/F), subset (train/dev/eval), path (audio file relative to the folder), optional duration (or "
     "duration_s), transcript (or text), set, age"
 )
 _OPTIONAL = {
@@ -56,9 +60,9 @@ _REQUIRED = ("utt_id", "speaker", "gender", "subset", "path")
 
 
 def load_manifest_source(
-    root: str | os.PathLike, set_name: str, progress: bool = True
+    root: str | os.PathLike, set_name: str, progress: bool = True, filename: str = "manifest.tsv"
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Read a corpus folder's ``manifest.tsv`` into the project's manifest columns.
+    """Read a corpus folder's ``manifest.tsv`` (or ``filename``) into the project's manifest columns.
 
     Returns (manifest with absolute paths, list of skipped files with the reason).
 
@@ -67,7 +71,7 @@ def load_manifest_source(
             escapes the folder or a file that does not exist (all with the line number).
     """
     root = Path(root).resolve()
-    src = root / "manifest.tsv"
+    src = root / filename
     if not root.is_dir() or not src.exists():
         raise CorpusError(f"{src}: not found; {_MANIFEST_LAYOUT}")
     with open(src, encoding="utf-8", newline="") as handle:
@@ -93,8 +97,10 @@ def load_manifest_source(
         gender = {"m": "M", "male": "M", "f": "F", "female": "F"}.get(rec["gender"].strip().lower())
         if gender is None:
             raise CorpusError(f"{src}:{lineno}: gender {rec['gender']!r}; expected M or F")
-        if rec["subset"] not in ("train", "eval"):
-            raise CorpusError(f"{src}:{lineno}: subset {rec['subset']!r}; expected train or eval")
+        if rec["subset"] not in SUBSETS:
+            raise CorpusError(
+                f"{src}:{lineno}: subset {rec['subset']!r}; expected train, dev or eval"
+            )
         if rec["utt_id"] in seen:
             raise CorpusError(
                 f"{src}:{lineno}: utt_id {rec['utt_id']!r} already on line {seen[rec['utt_id']]}"
@@ -133,6 +139,7 @@ def corpus_summary(manifest: pd.DataFrame) -> dict:
     """Speaker and utterance counts, hours (flat dict for metrics.json)."""
     ev = manifest[manifest["subset"] == "eval"]
     tr = manifest[manifest["subset"] == "train"]
+    dev = manifest[manifest["subset"] == "dev"]
     spk_gender = ev.groupby("speaker")["gender"].first()
     return {
         "eval_speakers_male": int((spk_gender == "M").sum()),
@@ -144,6 +151,12 @@ def corpus_summary(manifest: pd.DataFrame) -> dict:
         "eval_hours": float(ev["duration"].sum() / 3600.0),
         "min_utterances_per_speaker": int(manifest.groupby("speaker").size().min()),
         "shared_speakers_train_eval": len(set(ev["speaker"]) & set(tr["speaker"])),
+        "dev_speakers": int(dev["speaker"].nunique()),  # held out: neither trained on nor tabled
+        "dev_utterances": len(dev),
+        "dev_hours": float(dev["duration"].sum() / 3600.0),
+        "shared_speakers_dev_train_eval": len(
+            set(dev["speaker"]) & (set(ev["speaker"]) | set(tr["speaker"]))
+        ),
     }
 
 
@@ -177,6 +190,28 @@ def loo_identification(speakers: Sequence[str], embeddings: np.ndarray) -> float
 # ----------------------------------------------------------------------------- one entry point
 
 
+def _speechocean762(
+    corpus_dir: Path, root, archive, download: bool, set_name: str, progress: bool
+) -> tuple[pd.DataFrame, list[str], dict]:
+    """The speechocean762 selection from wherever it is (read in place, or built from the archive)."""
+    origin = speechocean762.locate(root, archive, download, progress)
+    if origin.kind != "selection":
+        return speechocean762.build_manifest(origin, corpus_dir / "audio", set_name, progress)
+    parts, skipped = [], []
+    for filename in speechocean762.SELECTION_MANIFESTS:
+        part, problems = load_manifest_source(origin.path, set_name, progress, filename=filename)
+        parts.append(part)
+        skipped += problems
+    manifest = pd.concat(parts, ignore_index=True)
+    if manifest["utt_id"].duplicated().any():
+        dup = manifest.loc[manifest["utt_id"].duplicated(), "utt_id"].iloc[0]
+        raise CorpusError(
+            f"{origin.path}: utt_id {dup!r} listed twice in {speechocean762.SELECTION_MANIFESTS}"
+        )
+    speechocean762.check_selection(manifest, origin.path)
+    return manifest, skipped, {"origin": origin.kind, "origin_path": str(origin.path)}
+
+
 def prepare_corpus(
     corpus_dir: str | os.PathLike,
     source: str,
@@ -189,6 +224,10 @@ def prepare_corpus(
     librispeech_train: Sequence[str] = ("train-clean-100", "train-clean-360", "train-other-500"),
     librispeech_eval: Sequence[str] = ("test-clean", "dev-clean"),
     librispeech_download: bool = False,
+    librispeech_dev: str = "",
+    librispeech_dev_speakers_per_gender: int = 0,
+    speechocean762_archive: str | os.PathLike | None = None,
+    speechocean762_download: bool = False,
     eval_speakers_per_gender: int = 20,
     seed: int = 0,
     force: bool = False,
@@ -200,9 +239,15 @@ def prepare_corpus(
     settings exists and all its audio files are present, it is reused (``info["reused"] = True``).
 
     Args:
-        source: ``synthetic``, ``manifest`` or ``librispeech``.
-        root: corpus folder (manifest / librispeech sources).
+        source: ``synthetic``, ``manifest``, ``speechocean762`` or ``librispeech``.
+        root: corpus folder (manifest / librispeech sources; for speechocean762 optional, see
+            :func:`spkadv.data.speechocean762.locate`).
         set_name: evaluation-set name for a manifest source without a ``set`` column.
+        librispeech_dev, librispeech_dev_speakers_per_gender: the LibriSpeech subset the held-out
+            dev speakers come from (e.g. dev-other; empty: none) and how many per gender.
+        speechocean762_archive, speechocean762_download: a local copy of the SLR101 archive; the
+            opt-in download of it when no corpus is found. Its build is keyed by the speaker
+            selection, not by where the corpus came from (every origin gives the same selection).
         synth_config: :class:`spkadv.data.synth.SynthConfig` (synthetic source).
         embed_fn, embed_name: speaker encoder used to drop near-duplicate synthetic voices.
 
@@ -210,13 +255,19 @@ def prepare_corpus(
     ``fingerprint``, ``build_minutes`` (of the build that made it) and source-specific details.
     """
     corpus_dir = Path(corpus_dir)
-    if source not in ("synthetic", "manifest", "librispeech"):
-        raise CorpusError(f"CORPUS_SOURCE {source!r}: choose synthetic, manifest or librispeech")
+    if source not in ("synthetic", "manifest", "speechocean762", "librispeech"):
+        raise CorpusError(
+            f"CORPUS_SOURCE {source!r}: choose synthetic, manifest, speechocean762 or librispeech"
+        )
     settings: dict = {"source": source, "seed": seed}
     if source == "synthetic":
         if synth_config is None:
             raise CorpusError("the synthetic source needs a SynthConfig")
         settings.update(synth=synth_config.fingerprint(), encoder=embed_name if embed_fn else "")
+    elif source == "speechocean762":
+        set_name = set_name or "speechocean762"
+        selection = speechocean762.SELECTION_FILE.read_bytes()
+        settings.update(set_name=set_name, selection=hashlib.sha256(selection).hexdigest()[:16])
     else:
         if not root:
             raise CorpusError(f"CORPUS_SOURCE {source!r} needs CORPUS_ROOT (the corpus folder)")
@@ -228,6 +279,10 @@ def prepare_corpus(
                 eval=list(librispeech_eval),
                 per_gender=eval_speakers_per_gender,
             )
+            if librispeech_dev:  # absent otherwise: builds without dev speakers keep their hash
+                settings.update(
+                    dev=librispeech_dev, dev_per_gender=librispeech_dev_speakers_per_gender
+                )
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     mpath, bpath = corpus_dir / "manifest.tsv", corpus_dir / "build.json"
     build = json.loads(bpath.read_text(encoding="utf-8")) if bpath.exists() else {}
@@ -236,7 +291,7 @@ def prepare_corpus(
         manifest = read_manifest(mpath)
         if all(Path(p).exists() for p in manifest["path"]):
             return manifest, {**build, "reused": True}
-    if source == "synthetic" and (force or not same):
+    if source in ("synthetic", "speechocean762") and (force or not same):
         # Generated audio of other settings would be mistaken for this build's: start afresh.
         # (An interrupted build with the same settings resumes from the files it left.)
         for folder in ("audio", ".work"):
@@ -254,14 +309,20 @@ def prepare_corpus(
         skipped: list[str] = []
     elif source == "manifest":
         manifest, skipped = load_manifest_source(root, set_name or root.name, progress=progress)
+    elif source == "speechocean762":
+        manifest, skipped, info = _speechocean762(
+            corpus_dir, root, speechocean762_archive, speechocean762_download, set_name, progress
+        )
     else:
+        dev_subsets = [librispeech_dev] if librispeech_dev else []
         if librispeech_download:
             download_librispeech(
-                root, list(librispeech_train) + list(librispeech_eval), progress=progress
+                root, [*librispeech_train, *librispeech_eval, *dev_subsets], progress=progress
             )
         manifest, skipped = load_librispeech(
-            root, librispeech_train, librispeech_eval, eval_speakers_per_gender, seed, progress
-        )
+            root, librispeech_train, librispeech_eval, eval_speakers_per_gender, seed, progress,
+            dev_subset=librispeech_dev, dev_speakers_per_gender=librispeech_dev_speakers_per_gender,
+        )  # fmt: skip
     write_manifest(manifest, mpath)
     build = {"fingerprint": fingerprint, "settings": settings, "skipped": skipped, **info}
     build["build_minutes"] = (time.time() - started) / 60

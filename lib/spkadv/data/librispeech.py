@@ -76,6 +76,18 @@ def scan_librispeech_subset(root: Path, subset: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["utt_id", "speaker", "path", "transcript"])
 
 
+def _seeded_speakers(df: pd.DataFrame, subset: str, per_gender: int, seed: int) -> list[str]:
+    """``per_gender`` male and female speakers of one subset, a seeded choice when it has more."""
+    keep = []
+    for g in ("M", "F"):
+        spk = sorted(df.loc[df["gender"] == g, "speaker"].unique())
+        if len(spk) < per_gender:
+            raise CorpusError(f"{subset} has {len(spk)} {g} speakers; need {per_gender}")
+        rng = np.random.default_rng([seed, len(subset), sum(map(ord, subset + g))])
+        keep += sorted(rng.choice(spk, size=per_gender, replace=False).tolist())
+    return keep
+
+
 def load_librispeech(
     root: str | os.PathLike,
     train_subsets: Sequence[str],
@@ -83,20 +95,44 @@ def load_librispeech(
     eval_speakers_per_gender: int = 20,
     seed: int = 0,
     progress: bool = True,
+    dev_subset: str = "",
+    dev_speakers_per_gender: int = 0,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Build the manifest from a LibriSpeech root.
 
     Each eval subset (test-clean, dev-clean) contributes ``eval_speakers_per_gender`` male and female
     speakers (a seeded choice when it has more; all utterances of each); train subsets contribute
-    everything. Eval files are fully decoded, train files header-checked; unusable ones are skipped
-    and returned with the reason.
+    everything. ``dev_subset`` (e.g. dev-other, none when empty) contributes
+    ``dev_speakers_per_gender`` male and female held-out speakers the same way, as subset ``dev``;
+    it must be another subset than the train and eval ones, and its speakers may be in neither.
+    Eval and dev files are fully decoded, train files header-checked; unusable ones are skipped and
+    returned with the reason.
     """
     root = Path(root).resolve()
     subsets = list(train_subsets) + list(eval_subsets)
+    if dev_subset:
+        if dev_subset in subsets:
+            raise CorpusError(
+                f"LIBRISPEECH_DEV_SUBSET {dev_subset!r} is also a train or eval subset ({subsets}); "
+                "dev speakers must be held out: name another subset (e.g. dev-other)"
+            )
+        if dev_speakers_per_gender < 1:
+            raise CorpusError(
+                f"LIBRISPEECH_DEV_SUBSET {dev_subset!r} with {dev_speakers_per_gender} speakers per "
+                "gender: ask for at least 1, or set LIBRISPEECH_DEV_SUBSET to '' (no dev speakers)"
+            )
+        subsets.append(dev_subset)
     layout = _LIBRI_LAYOUT.format(subsets=", ".join(subsets))
     if not (root / "SPEAKERS.TXT").exists():
         raise CorpusError(f"{root}: no SPEAKERS.TXT; {layout}")
     absent = [s for s in subsets if not (root / s).is_dir()]
+    if dev_subset in absent:
+        raise CorpusError(
+            f"{root}: the dev subset {dev_subset!r} (LIBRISPEECH_DEV_SUBSET, held-out speakers for "
+            f"the studies and the verification thresholds) is missing; get {dev_subset}.tar.gz from "
+            "https://www.openslr.org/12 into this folder or set LIBRISPEECH_DOWNLOAD = True, or set "
+            "LIBRISPEECH_DEV_SUBSET to '' to build the corpus without dev speakers"
+        )
     if absent:
         raise CorpusError(f"{root}: subset folder(s) {absent} missing; {layout}")
     genders = read_speakers_txt(root / "SPEAKERS.TXT")
@@ -112,22 +148,23 @@ def load_librispeech(
         df["set"] = subset
         if subset in eval_subsets:
             df["subset"] = "eval"
-            keep = []
-            for g in ("M", "F"):
-                spk = sorted(df.loc[df["gender"] == g, "speaker"].unique())
-                if len(spk) < eval_speakers_per_gender:
-                    raise CorpusError(
-                        f"{subset} has {len(spk)} {g} speakers; need {eval_speakers_per_gender}"
-                    )
-                rng = np.random.default_rng([seed, len(subset), sum(map(ord, subset + g))])
-                keep += sorted(
-                    rng.choice(spk, size=eval_speakers_per_gender, replace=False).tolist()
-                )
+            keep = _seeded_speakers(df, subset, eval_speakers_per_gender, seed)
+            df = df[df["speaker"].isin(keep)]
+        elif subset == dev_subset:
+            df["subset"] = "dev"
+            keep = _seeded_speakers(df, subset, dev_speakers_per_gender, seed)
             df = df[df["speaker"].isin(keep)]
         else:
             df["subset"] = "train"
         parts.append(df)
     manifest = pd.concat(parts, ignore_index=True)
+    dev_speakers = set(manifest.loc[manifest["subset"] == "dev", "speaker"])
+    shared = sorted(dev_speakers & set(manifest.loc[manifest["subset"] != "dev", "speaker"]))
+    if shared:
+        raise CorpusError(
+            f"dev speaker(s) {shared[:5]} of {dev_subset} also read in a train or eval subset; "
+            "dev speakers must be held out: name another LIBRISPEECH_DEV_SUBSET"
+        )
     manifest, skipped = check_rows(manifest, progress)
     return manifest.loc[:, list(MANIFEST_COLUMNS)], skipped
 

@@ -35,6 +35,7 @@ MANIFEST_COLUMNS = (
     "transcript",
 )
 TRIAL_COLUMNS = ("set", "gender", "enrol", "test", "target")
+SUBSETS = ("train", "dev", "eval")  # dev: held-out speakers for choices, never trained on or tabled
 
 
 class CorpusError(ValueError):
@@ -85,8 +86,8 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     for i, row in enumerate(df.itertuples(index=False), start=2):
         if row.gender not in ("M", "F"):
             raise CorpusError(f"{path}:{i}: gender {row.gender!r} is not M or F")
-        if row.subset not in ("train", "eval"):
-            raise CorpusError(f"{path}:{i}: subset {row.subset!r} is not train or eval")
+        if row.subset not in SUBSETS:
+            raise CorpusError(f"{path}:{i}: subset {row.subset!r} is not train, dev or eval")
     try:
         df["duration"] = df["duration"].astype(float)
     except ValueError as err:
@@ -97,8 +98,13 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def make_trials(manifest: pd.DataFrame, nontargets: int = 30, seed: int = 0) -> pd.DataFrame:
+def make_trials(
+    manifest: pd.DataFrame, nontargets: int = 30, seed: int = 0, subset: str = "eval"
+) -> pd.DataFrame:
     """Per-utterance verification trials on the eval subset (docs/protocol.md §5; *assumptions* marked).
+
+    ``subset``: the trials of another subset's speakers the same way (``dev``: the rec-rec trials
+    the verification thresholds are measured on).
 
     For every eval utterance (the test side) of a speaker, within its evaluation set and gender:
 
@@ -112,7 +118,7 @@ def make_trials(manifest: pd.DataFrame, nontargets: int = 30, seed: int = 0) -> 
     utterance serves as a test utterance once and as an enrolment utterance in other trials, never
     both in the same trial. Seeded per (set, gender) with ``seed``.
     """
-    ev = manifest[manifest["subset"] == "eval"]
+    ev = manifest[manifest["subset"] == subset]
     rows = []
     for (set_name, gender), group in ev.groupby(["set", "gender"], sort=True):
         key = int.from_bytes(hashlib.sha256(f"{set_name}/{gender}".encode()).digest()[:4], "little")
@@ -123,7 +129,7 @@ def make_trials(manifest: pd.DataFrame, nontargets: int = 30, seed: int = 0) -> 
             others = [s for s in speakers if s != spk]
             if len(by_spk[spk]) < 2:
                 raise CorpusError(
-                    f"eval speaker {spk} ({set_name}) has one utterance; a target trial needs two"
+                    f"{subset} speaker {spk} ({set_name}) has one utterance; a target trial needs two"
                 )
             for test in by_spk[spk]:
                 pool = [u for u in by_spk[spk] if u != test]
@@ -200,7 +206,8 @@ def check_audio(path: str | os.PathLike, full: bool) -> tuple[float | None, str 
 
 
 def check_rows(df: pd.DataFrame, progress: bool) -> tuple[pd.DataFrame, list[str]]:
-    """Verify every file (eval fully decoded, train header only); drop unusable ones, report them."""
+    """Verify every file (eval and dev fully decoded, train header only); drop unusable ones, report
+    them."""
     durations, skipped = [], []
     for row in tqdm(
         df.itertuples(index=False),
@@ -208,7 +215,7 @@ def check_rows(df: pd.DataFrame, progress: bool) -> tuple[pd.DataFrame, list[str
         desc="checking audio",
         disable=progress_disabled(progress),
     ):
-        duration, problem = check_audio(row.path, full=row.subset == "eval")
+        duration, problem = check_audio(row.path, full=row.subset in ("eval", "dev"))
         durations.append(duration)
         if problem:
             skipped.append(problem)
@@ -222,6 +229,7 @@ __all__ = [
     "CorpusError",
     "MANIFEST_COLUMNS",
     "STAGE",
+    "SUBSETS",
     "TRIAL_COLUMNS",
     "check_audio",
     "check_rows",

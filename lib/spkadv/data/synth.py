@@ -13,8 +13,12 @@ Gender is set by construction (male speakers get a median F0 of 85-150 Hz and, f
 voice, a longer vocal tract; female speakers 165-260 Hz and, from male base voices, a shorter one).
 Candidates are over-generated; the caller embeds them with a speaker encoder and
 :func:`select_speakers` drops near-duplicate voices before the final eval and train speakers are
-chosen. Everything is seeded: the same configuration gives the same audio, bit for bit, for any
-number of worker processes.
+chosen. The held-out dev speakers (``dev_speakers_per_gender``) come after that choice, from
+candidates of their own (their own seed streams for the voices and the sentence choice; they read
+the sentences already analysed for the other candidates), and :func:`select_dev_speakers` keeps
+them apart from every eval and train voice: asking for dev speakers leaves the eval and train
+speakers and their audio as they are. Everything is seeded: the same configuration gives the same
+audio, bit for bit, for any number of worker processes.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from spkadv.data.voices import (
     VoiceSpec,
     check_synthesizer,
     make_specs,
+    select_dev_speakers,
+    select_speakers,
     sentence_pool,
 )
 
@@ -57,7 +63,7 @@ TARGET_RMS_DBFS = -24.0
 def _pyworld():
     """Import pyworld without its pkg_resources deprecation warning (once per worker process)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
         import pyworld
 
     return pyworld
@@ -69,6 +75,7 @@ class SynthConfig:
 
     eval_speakers_per_gender: int = 20
     train_speakers_per_gender: int = 20
+    dev_speakers_per_gender: int = 0  # held-out dev speakers, chosen after eval and train
     utterances_per_speaker: int = 12
     candidates_per_gender: int = 46
     base_voices: tuple[str, ...] = ("awb", "rms", "slt", "kal16")
@@ -87,6 +94,8 @@ class SynthConfig:
         """Short hash of every setting that changes the audio or the speaker choice."""
         data = self.to_dict()
         data.pop("workers")  # the output does not depend on it
+        if not data["dev_speakers_per_gender"]:
+            del data["dev_speakers_per_gender"]  # corpora built before dev speakers keep their hash
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -237,8 +246,14 @@ def _run(fn, tasks, workers: int, desc: str, progress: bool):
 # ----------------------------------------------------------------------------- corpus
 
 
-def generate_candidates(config: SynthConfig, out_dir: Path, progress: bool = True) -> pd.DataFrame:
+def generate_candidates(
+    config: SynthConfig, out_dir: Path, progress: bool = True, dev: bool = False
+) -> pd.DataFrame:
     """Synthesise every candidate pseudo-speaker's utterances under ``out_dir/audio``.
+
+    ``dev``: the dev candidates instead (:func:`spkadv.data.voices.make_specs`); they read the
+    sentences analysed for the other candidates (reused from ``out_dir/.work``), drawn with a seed
+    stream of their own.
 
     Returns a manifest-like table (utt_id, speaker, gender, path, duration, transcript, base).
     Existing audio files are kept (resume).
@@ -247,7 +262,7 @@ def generate_candidates(config: SynthConfig, out_dir: Path, progress: bool = Tru
     specs = make_specs(config)
     out_dir = Path(out_dir)
     work = out_dir / ".work"
-    rng = np.random.default_rng([config.seed, 23])
+    rng = np.random.default_rng([config.seed, 23, 1] if dev else [config.seed, 23])
 
     # Each base voice reads its own share of the sentence pool; its pseudo-speakers draw from it.
     per_voice = {v: [s for s in specs if s.base == v] for v in config.base_voices}
@@ -272,6 +287,8 @@ def generate_candidates(config: SynthConfig, out_dir: Path, progress: bool = Tru
         for v, ks in voice_sentences.items()
     }
 
+    if dev:
+        specs = make_specs(config, dev=True)
     speaker_tasks, rows = [], []
     for spec in specs:
         # Sentences whose stretched duration stays within [min_seconds, max_seconds].
@@ -309,77 +326,14 @@ def generate_candidates(config: SynthConfig, out_dir: Path, progress: bool = Tru
     return table
 
 
-def speaker_centroids(table: pd.DataFrame, embeddings: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Length-normalised mean of each speaker's length-normalised utterance embeddings
-    (:func:`spkadv.data.centroids.speaker_centroids`), the speakers in sorted order."""
-    # imported here: it pulls in torch, which the rest of this module does without
-    from spkadv.data.centroids import speaker_centroids as centroids_of
-
-    emb = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    speakers, cents, _ = centroids_of(emb, table["speaker"].tolist())
-    return speakers, cents.numpy()
-
-
-def select_speakers(
-    table: pd.DataFrame, embeddings: np.ndarray | None, config: SynthConfig
-) -> tuple[dict[str, str], dict]:
-    """Drop near-duplicate voices, then choose the eval and train speakers of each gender.
-
-    Per gender, while two remaining candidates have a speaker-centroid cosine above
-    ``config.duplicate_cosine`` and more candidates remain than needed, the candidate with the
-    highest cosine to any other is dropped. The eval speakers are then picked greedily to be as far
-    apart as possible (each new one has the lowest maximal cosine to those already picked); the
-    train speakers are the remaining candidates in order.
-
-    Returns ({speaker: "eval" | "train"}, info); info counts candidates, dropped near-duplicates and
-    near-duplicate pairs that had to stay (too few candidates), and the largest centroid cosine
-    between two eval speakers per gender.
-    """
-    speakers = sorted(table["speaker"].unique())
-    gender = table.groupby("speaker")["gender"].first().to_dict()
-    need = config.eval_speakers_per_gender + config.train_speakers_per_gender
-    if embeddings is None:
-        sim = np.zeros((len(speakers), len(speakers)))
-    else:
-        order, cents = speaker_centroids(table, embeddings)
-        assert order == speakers
-        sim = cents @ cents.T
-    np.fill_diagonal(sim, -np.inf)
-    roles: dict[str, str] = {}
-    info: dict = {"candidates": len(speakers), "near_duplicates": 0, "near_duplicate_pairs_kept": 0}
-    for g in ("M", "F"):
-        pool = [i for i, s in enumerate(speakers) if gender[s] == g]
-        if len(pool) < need:
-            raise SynthError(
-                f"{len(pool)} {g} candidate voices, need {need} (eval + train): raise SYNTH_CANDIDATES_PER_GENDER"
-            )
-        while len(pool) > need:
-            worst = max(pool, key=lambda i: (sim[i, pool].max(), -i))
-            if sim[worst, pool].max() <= config.duplicate_cosine:
-                break
-            pool.remove(worst)
-            info["near_duplicates"] += 1
-        sub = sim[np.ix_(pool, pool)]
-        info["near_duplicate_pairs_kept"] += int((sub > config.duplicate_cosine).sum() // 2)
-        chosen = [min(pool, key=lambda i: (sim[i, pool].max(), i))]
-        while len(chosen) < config.eval_speakers_per_gender:
-            rest = [i for i in pool if i not in chosen]
-            chosen.append(min(rest, key=lambda i: (sim[i, chosen].max(), i)))
-        train = [i for i in pool if i not in chosen][: config.train_speakers_per_gender]
-        roles.update({speakers[i]: "eval" for i in chosen})
-        roles.update({speakers[i]: "train" for i in train})
-        if embeddings is not None and len(chosen) > 1:
-            info[f"eval_max_centroid_cosine_{g}"] = float(sim[np.ix_(chosen, chosen)].max())
-    return roles, info
-
-
 def build_corpus(
     config: SynthConfig,
     out_dir: str | os.PathLike,
     embed_fn: Callable[[list[str]], np.ndarray] | None = None,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
-    """Generate candidates, drop near-duplicates, keep the chosen speakers' audio.
+    """Generate candidates, drop near-duplicates, keep the chosen speakers' audio; then, with
+    ``config.dev_speakers_per_gender``, the dev speakers (:func:`select_dev_speakers`).
 
     Args:
         config: corpus sizes and seed.
@@ -387,15 +341,29 @@ def build_corpus(
         embed_fn: maps a list of audio paths to an [N, D] embedding array (the white-box speaker
             encoder); None skips the duplicate filter (tests, or no encoder available).
 
-    Returns (manifest DataFrame in the project's columns, info dict).
+    Returns (manifest DataFrame in the project's columns, rows eval, train, dev; info dict).
     """
     out_dir = Path(out_dir)
+
+    def screened(table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
+        rows = table.groupby("speaker", sort=False).head(config.screen_utterances)
+        rows = rows.reset_index(drop=True)
+        return rows, None if embed_fn is None else np.asarray(embed_fn(rows["path"].tolist()))
+
     table = generate_candidates(config, out_dir, progress=progress)
-    screen = (
-        table.groupby("speaker", sort=False).head(config.screen_utterances).reset_index(drop=True)
-    )
-    embeddings = None if embed_fn is None else np.asarray(embed_fn(screen["path"].tolist()))
+    screen, embeddings = screened(table)
     roles, info = select_speakers(screen, embeddings, config)
+    if config.dev_speakers_per_gender > 0:
+        dev_table = generate_candidates(config, out_dir, progress=progress, dev=True)
+        dev_screen, dev_embeddings = screened(dev_table)
+        kept = screen["speaker"].isin(roles).to_numpy()
+        dev_roles, dev_info = select_dev_speakers(
+            dev_screen, dev_embeddings, screen[kept],
+            None if embeddings is None else embeddings[kept], config,
+        )  # fmt: skip
+        roles.update(dev_roles)
+        info.update(dev_info)
+        table = pd.concat([table, dev_table], ignore_index=True)
     keep = table["speaker"].isin(roles)
     for speaker in sorted(set(table.loc[~keep, "speaker"])):
         shutil.rmtree(out_dir / "audio" / speaker, ignore_errors=True)
@@ -404,7 +372,8 @@ def build_corpus(
     manifest["subset"] = manifest["speaker"].map(roles)
     manifest["set"] = "synthetic"
     info["base_voice_of_speaker"] = manifest.groupby("speaker")["base"].first().to_dict()
+    manifest["rank"] = manifest["subset"].map({"eval": 0, "train": 1, "dev": 2})
     manifest = manifest.drop(columns="base").sort_values(
-        ["subset", "gender", "speaker", "utt_id"], kind="stable"
+        ["rank", "gender", "speaker", "utt_id"], kind="stable"
     )
-    return manifest.reset_index(drop=True), info
+    return manifest.drop(columns="rank").reset_index(drop=True), info

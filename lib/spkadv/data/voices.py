@@ -1,5 +1,6 @@
 """Who speaks what in the synthetic corpus: flite's base voices, the seeded pseudo-speaker
-specifications (:class:`VoiceSpec`) and the pool of sentences they read (see :mod:`spkadv.data.synth`).
+specifications (:class:`VoiceSpec`), the pool of sentences they read, and the choice of the eval,
+train and dev speakers among the candidates (see :mod:`spkadv.data.synth`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from spkadv.data.synth import SynthConfig
 
 # Base voices of Debian's flite package: name -> gender of the recorded speaker.
@@ -132,18 +135,30 @@ def check_synthesizer(base_voices: Sequence[str]) -> None:
         )
 
 
-def make_specs(config: SynthConfig) -> list[VoiceSpec]:
-    """Seeded candidate pseudo-speakers, ``candidates_per_gender`` of each gender."""
-    rng = np.random.default_rng([config.seed, 11])
+def dev_candidates_per_gender(config: SynthConfig) -> int:
+    """Dev candidates per gender: the dev speakers asked for and a quarter more (rounded up), from
+    which near-duplicates of each other or of a train / eval voice are dropped."""
+    return math.ceil(1.25 * config.dev_speakers_per_gender)
+
+
+def make_specs(config: SynthConfig, dev: bool = False) -> list[VoiceSpec]:
+    """Seeded candidate pseudo-speakers, ``candidates_per_gender`` of each gender.
+
+    ``dev``: the candidates of the held-out dev speakers instead (:func:`dev_candidates_per_gender`
+    of each gender, named ``syn<gender>dev<nn>``), drawn from a seed stream of their own, so asking
+    for dev speakers changes nothing about the train and eval candidates.
+    """
+    rng = np.random.default_rng([config.seed, 11, 1] if dev else [config.seed, 11])
+    count = dev_candidates_per_gender(config) if dev else config.candidates_per_gender
     specs = []
     for gender in ("M", "F"):
-        for i in range(config.candidates_per_gender):
+        for i in range(count):
             base = config.base_voices[i % len(config.base_voices)]
             lo, hi = F0_RANGE_HZ[gender]
             wlo, whi = WARP_RANGE[(FLITE_VOICES[base], gender)]
             specs.append(
                 VoiceSpec(
-                    speaker=f"syn{gender}{i:03d}",
+                    speaker=f"syn{gender}dev{i:02d}" if dev else f"syn{gender}{i:03d}",
                     gender=gender,
                     base=base,
                     f0_median_hz=float(math.exp(rng.uniform(math.log(lo), math.log(hi)))),
@@ -157,3 +172,125 @@ def make_specs(config: SynthConfig) -> list[VoiceSpec]:
                 )
             )
     return specs
+
+
+# ----------------------------------------------------------------------------- speaker choice
+
+
+def speaker_centroids(table: pd.DataFrame, embeddings: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Length-normalised mean of each speaker's length-normalised utterance embeddings
+    (:func:`spkadv.data.centroids.speaker_centroids`), the speakers in sorted order."""
+    # imported here: it pulls in torch, which the rest of this module does without
+    from spkadv.data.centroids import speaker_centroids as centroids_of
+
+    emb = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    speakers, cents, _ = centroids_of(emb, table["speaker"].tolist())
+    return speakers, cents.numpy()
+
+
+def select_speakers(
+    table: pd.DataFrame, embeddings: np.ndarray | None, config: SynthConfig
+) -> tuple[dict[str, str], dict]:
+    """Drop near-duplicate voices, then choose the eval and train speakers of each gender.
+
+    Per gender, while two remaining candidates have a speaker-centroid cosine above
+    ``config.duplicate_cosine`` and more candidates remain than needed, the candidate with the
+    highest cosine to any other is dropped. The eval speakers are then picked greedily to be as far
+    apart as possible (each new one has the lowest maximal cosine to those already picked); the
+    train speakers are the remaining candidates in order.
+
+    Returns ({speaker: "eval" | "train"}, info); info counts candidates, dropped near-duplicates and
+    near-duplicate pairs that had to stay (too few candidates), and the largest centroid cosine
+    between two eval speakers per gender.
+    """
+    speakers = sorted(table["speaker"].unique())
+    gender = table.groupby("speaker")["gender"].first().to_dict()
+    need = config.eval_speakers_per_gender + config.train_speakers_per_gender
+    if embeddings is None:
+        sim = np.zeros((len(speakers), len(speakers)))
+    else:
+        order, cents = speaker_centroids(table, embeddings)
+        assert order == speakers
+        sim = cents @ cents.T
+    np.fill_diagonal(sim, -np.inf)
+    roles: dict[str, str] = {}
+    info: dict = {"candidates": len(speakers), "near_duplicates": 0, "near_duplicate_pairs_kept": 0}
+    for g in ("M", "F"):
+        pool = [i for i, s in enumerate(speakers) if gender[s] == g]
+        if len(pool) < need:
+            raise SynthError(
+                f"{len(pool)} {g} candidate voices, need {need} (eval + train): raise SYNTH_CANDIDATES_PER_GENDER"
+            )
+        while len(pool) > need:
+            worst = max(pool, key=lambda i: (sim[i, pool].max(), -i))
+            if sim[worst, pool].max() <= config.duplicate_cosine:
+                break
+            pool.remove(worst)
+            info["near_duplicates"] += 1
+        sub = sim[np.ix_(pool, pool)]
+        info["near_duplicate_pairs_kept"] += int((sub > config.duplicate_cosine).sum() // 2)
+        chosen = [min(pool, key=lambda i: (sim[i, pool].max(), i))]
+        while len(chosen) < config.eval_speakers_per_gender:
+            rest = [i for i in pool if i not in chosen]
+            chosen.append(min(rest, key=lambda i: (sim[i, chosen].max(), i)))
+        train = [i for i in pool if i not in chosen][: config.train_speakers_per_gender]
+        roles.update({speakers[i]: "eval" for i in chosen})
+        roles.update({speakers[i]: "train" for i in train})
+        if embeddings is not None and len(chosen) > 1:
+            info[f"eval_max_centroid_cosine_{g}"] = float(sim[np.ix_(chosen, chosen)].max())
+    return roles, info
+
+
+def select_dev_speakers(
+    table: pd.DataFrame,
+    embeddings: np.ndarray | None,
+    kept: pd.DataFrame,
+    kept_embeddings: np.ndarray | None,
+    config: SynthConfig,
+) -> tuple[dict[str, str], dict]:
+    """Choose the dev speakers of each gender among the dev candidates (:func:`make_specs` with
+    ``dev=True``), after the eval and train speakers were chosen (``kept``: their screening rows).
+
+    A dev candidate's closeness is its largest centroid cosine to a chosen eval / train speaker or
+    to another remaining dev candidate of its gender. Per gender, while more candidates remain than
+    needed and the closest one is above ``config.duplicate_cosine``, it is dropped; the dev speakers
+    are then the remaining candidates in order. The eval and train speakers are not touched.
+
+    Returns ({speaker: "dev"}, info) with info counting the dev candidates, the dropped
+    near-duplicates and the dev speakers that stay near-duplicates (too few candidates).
+    """
+    speakers = sorted(table["speaker"].unique())
+    gender = table.groupby("speaker")["gender"].first().to_dict()
+    need = config.dev_speakers_per_gender
+    if embeddings is None or kept_embeddings is None:
+        sim = np.zeros((len(speakers), len(speakers)))
+        to_kept = np.zeros(len(speakers))
+    else:
+        order, cents = speaker_centroids(table, embeddings)
+        assert order == speakers
+        _, kept_cents = speaker_centroids(kept, kept_embeddings)
+        sim = cents @ cents.T
+        to_kept = (cents @ kept_cents.T).max(axis=1) if len(kept_cents) else np.zeros(len(speakers))
+    np.fill_diagonal(sim, -np.inf)
+    roles: dict[str, str] = {}
+    info = {
+        "dev_candidates": len(speakers),
+        "dev_near_duplicates": 0,
+        "dev_near_duplicates_kept": 0,
+    }
+    for g in ("M", "F"):
+        pool = [i for i, s in enumerate(speakers) if gender[s] == g]
+        if len(pool) < need:
+            raise SynthError(f"{len(pool)} {g} dev candidate voices, need {need}")
+        while len(pool) > need:
+            worst = max(pool, key=lambda i: (max(to_kept[i], sim[i, pool].max()), -i))
+            if max(to_kept[worst], sim[worst, pool].max()) <= config.duplicate_cosine:
+                break
+            pool.remove(worst)
+            info["dev_near_duplicates"] += 1
+        chosen = pool[:need]
+        info["dev_near_duplicates_kept"] += sum(
+            int(max(to_kept[i], sim[i, chosen].max()) > config.duplicate_cosine) for i in chosen
+        )
+        roles.update({speakers[i]: "dev" for i in chosen})
+    return roles, info

@@ -1,7 +1,8 @@
 """The verifier's EER thresholds that ``spkadv check`` decides with.
 
-Notebook ``40_table1_eer`` computes each encoder's EER threshold on the rec-rec trials of the
-evaluation set and writes them, with the fingerprint of the run's model, into its own output
+Notebook ``40_table1_eer`` computes each encoder's EER threshold on rec-rec trials of held-out
+speakers (the manifest's dev subset, :func:`held_out_trials`: never the eval speakers Table 1
+reports) and writes them, with the fingerprint of the run's model, into its own output
 ``runs/<profile>/40_table1_eer/verification.json`` (:func:`store_thresholds`); the model file is
 never rewritten. ``spkadv check --model M`` finds them with :func:`find_thresholds`: a file given
 with ``--thresholds``, else the file of M's own run when its fingerprint matches M, else the
@@ -12,7 +13,7 @@ The file::
     {"model_fingerprint": "<sha256 hex>",
      "thresholds": {"whitebox": {"encoder": "campplus", "threshold": 0.41, "eer": 3.2,
                                  "condition": "rec-rec", "n_target": 80, "n_nontarget": 800,
-                                 "profile": "smoke"},
+                                 "profile": "smoke", "subset": "dev"},
                     "blackbox": {...}}}
 """
 
@@ -24,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from spkadv.base.fileio import read_json, write_json
+from spkadv.data.manifest import make_trials
 from spkadv.evaluation import metrics
 
 FILE_NAME = "verification.json"
@@ -38,13 +41,55 @@ class VerificationFileError(ValueError):
     """A thresholds file cannot be read; the message names it and what to do."""
 
 
+def held_out_trials(
+    manifest: pd.DataFrame,
+    subset: str = "dev",
+    per_speaker: int = 0,
+    nontargets: int = 30,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows, rec-rec trials) of the speakers the thresholds are measured on: the first
+    ``per_speaker`` utterances (0: all) of each ``subset`` speaker, with trials made as Table 1's
+    (:func:`spkadv.data.manifest.make_trials`). Both are empty when the manifest has no such rows.
+
+    Raises:
+        ValueError: ``subset`` is ``eval`` (a threshold measured there would be tuned on the
+            speakers Table 1 reports).
+    """
+    if subset == "eval":
+        raise ValueError(
+            "verification thresholds are measured on held-out speakers (dev, or train), never on "
+            "the eval speakers Table 1 reports"
+        )
+    rows = manifest[manifest["subset"] == subset]
+    if per_speaker > 0:
+        rows = rows.groupby("speaker", sort=False).head(per_speaker)
+    return rows.reset_index(drop=True), make_trials(rows, nontargets, seed, subset=subset)
+
+
+def rec_rec_scores(
+    trials: pd.DataFrame, embeddings: Mapping[str, Mapping[str, np.ndarray]]
+) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    """``{(set, gender, role, "rec-rec"): (target scores, non-target scores)}`` of ``trials``
+    scored with each role's ``{utt_id: embedding}`` (what :func:`eer_thresholds` takes)."""
+    out = {}
+    for role, by_utt in embeddings.items():
+        for (set_name, gender), group in trials.groupby(["set", "gender"], sort=True):
+            scores = metrics.score_trials(group, dict(by_utt))
+            target = group["target"].to_numpy() == 1
+            out[(set_name, gender, role, "rec-rec")] = (scores[target], scores[~target])
+    return out
+
+
 def eer_thresholds(
     scores: Mapping[tuple, tuple[np.ndarray, np.ndarray]],
     roles: Mapping[str, str],
     condition: str = "rec-rec",
     profile: str = "",
+    subset: str = "",
 ) -> dict[str, dict[str, Any]]:
-    """Each encoder's EER threshold on ``condition`` trials (:func:`metrics.eer_threshold`).
+    """Each encoder's EER threshold on ``condition`` trials (:func:`metrics.eer_threshold`);
+    ``subset`` names the manifest subset whose speakers the trials are of (recorded).
 
     Args:
         scores: ``(set, gender, role, condition) -> (target scores, non-target scores)``, as
@@ -69,6 +114,8 @@ def eer_thresholds(
             "n_nontarget": int(non.size),
             "profile": profile,
         }
+        if subset:
+            out[role]["subset"] = subset
     return out
 
 
@@ -88,9 +135,10 @@ def store_thresholds(
     roles: Mapping[str, str],
     condition: str = "rec-rec",
     profile: str = "",
+    subset: str = "",
 ) -> dict[str, dict[str, Any]]:
     """Notebook 40's step: :func:`eer_thresholds` written to ``stage_dir/verification.json``."""
-    thresholds = eer_thresholds(scores, roles, condition, profile)
+    thresholds = eer_thresholds(scores, roles, condition, profile, subset)
     write_thresholds(Path(stage_dir) / FILE_NAME, thresholds, model_fingerprint)
     return thresholds
 

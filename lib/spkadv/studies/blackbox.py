@@ -1,6 +1,7 @@
 """The black-box study: what of the protection carries over to an encoder the code never saw.
 
-The profile's trained model protects a fixed eval subset under a few protect-time settings
+The profile's trained model protects a fixed subset of held-out dev speakers (``STUDY_SUBSET``, see
+:func:`spkadv.studies.study.subset_rows`) under a few protect-time settings
 (``VARIANTS``-style dicts: code optimisation steps, random offsets in that optimisation). Each
 protected set is scored with the white-box encoder and with a black-box one (all pairs, as in the
 attack study), beside Gaussian noise of the same power (``gn``). To see *where* the perturbation

@@ -4,8 +4,9 @@ Each variant is the profile's SSED configuration with a few parameters changed (
 trained alone (L_SSED, eq. 4: the attack is what is compared) for ``cpu_minutes`` of process CPU
 time, scored at a few points of that budget (the learning curve), and, for variants with a
 per-utterance code, scored again with the code optimised per utterance. All variants see the same
-seeds, crops and evaluation subset. Scores use all pairs of the subset (enrolment: the original of
-utterance i, test: condition c of utterance j ≠ i) with the white-box encoder:
+seeds, crops and subset of held-out speakers (:func:`subset_rows`: the profile's ``STUDY_SUBSET``,
+dev, never the eval speakers the tables report). Scores use all pairs of the subset (enrolment: the
+original of utterance i, test: condition c of utterance j ≠ i) with the white-box encoder:
 
 - ``rec-rec``: originals on both sides; ``rec-adv``: protected test; ``rec-gn``: Gaussian noise of the
   same power as each utterance's δ (same SNR as adv); ``adversarial_gain`` = rec-adv / rec-gn.
@@ -19,6 +20,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from spkadv.audio.io import load_audio
 from spkadv.base.fileio import read_json, write_json
 from spkadv.core import modelfile, protect, train
 from spkadv.core.models import SSEDGenerator
+from spkadv.data.manifest import SUBSETS
 from spkadv.evaluation import conditions, metrics
 from spkadv.evaluation.attacks import pgd
 
@@ -85,9 +88,37 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+def subset_rows(manifest: pd.DataFrame, subset: str = "dev") -> pd.DataFrame:
+    """The manifest rows a study measures on: those of ``subset`` (the profile's ``STUDY_SUBSET``).
+
+    Every study compares settings, so it measures on the dev speakers: held out from training and
+    from the tables. ``eval`` (or ``train``) is accepted with a warning, to reproduce a measurement
+    made before the dev speakers existed; a choice made there is not held out.
+
+    Raises:
+        ValueError: ``subset`` is not a manifest subset, or the manifest has no rows of it.
+    """
+    if subset not in SUBSETS:
+        raise ValueError(f"STUDY_SUBSET {subset!r}: choose one of {SUBSETS} (dev: held out)")
+    rows = manifest[manifest["subset"] == subset]
+    if rows.empty:
+        raise ValueError(
+            f"the manifest has no {subset} rows; rebuild the corpus with held-out dev speakers "
+            "(SYNTH_DEV_SPEAKERS_PER_GENDER, LIBRISPEECH_DEV_SUBSET, speechocean762's dev "
+            "selection) by running 00_data_prep"
+        )
+    if subset != "dev":
+        warnings.warn(
+            f"STUDY_SUBSET {subset!r}: measured on {subset} speakers, not on held-out dev ones",
+            stacklevel=2,
+        )
+    return rows.reset_index(drop=True)
+
+
 @dataclasses.dataclass
 class EvalSet:
-    """The fixed evaluation subset: waveforms (cut to a common maximum length) and speakers."""
+    """The fixed subset a study scores: waveforms (cut to a common maximum length) and speakers,
+    built from :func:`subset_rows` (dev speakers)."""
 
     utt_ids: list[str]
     speakers: list[str]
@@ -118,7 +149,7 @@ def pair_eer(enrol: np.ndarray, test: np.ndarray, speakers: Sequence[str]) -> fl
     spk = np.asarray(speakers)
     if len(set(spk.tolist())) == len(spk):
         raise ValueError(
-            "the evaluation subset has one utterance per speaker: no target pairs; "
+            "the subset has one utterance per speaker: no target pairs; "
             "take at least 2 utterances per speaker"
         )
     same = spk[:, None] == spk[None, :]
