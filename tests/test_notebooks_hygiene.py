@@ -9,11 +9,13 @@ import pytest
 from spkadv.base import config
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = config.notebook_paths(ROOT / "notebooks")  # the paper's stages, then notebooks/studies/
 
 
 def test_pipeline_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == list(config.NOTEBOOK_STAGES + config.STUDY_STAGES)
+    studies = ROOT / "notebooks" / config.STUDIES_DIR
+    assert sorted(p.stem for p in studies.glob("*.ipynb")) == sorted(config.STUDY_STAGES)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

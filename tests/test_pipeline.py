@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from spkadv.base import config
 from spkadv.base.fileio import read_json
 from spkadv.run import pipeline
 
@@ -179,7 +180,9 @@ def test_study_reading_the_whole_profile_reruns_when_an_undeclared_key_changes(
         '(out / "ran.txt").open("a").write("x")\n'
         'config.write_metrics(PROFILE, "90_study", {"value": PARAMS["VALUE"]})\n'
     )
-    write_notebook(project["notebooks"] / "90_study.ipynb", 'PROFILE = "smoke"  # profile\n', code)
+    (project["notebooks"] / "studies").mkdir()
+    study = project["notebooks"] / "studies" / "90_study.ipynb"
+    write_notebook(study, 'PROFILE = "smoke"  # profile\n', code)
     run = lambda: pipeline.run(  # noqa: E731
         str(project["profile"]), only=["90"], notebooks=project["notebooks"], progress=False
     )
@@ -188,6 +191,55 @@ def test_study_reading_the_whole_profile_reruns_when_an_undeclared_key_changes(
     project["profile"].write_text("VALUE: 9  # read by the study, declared by 00/10 only\n")
     assert run()["stages"]["90_study"]["metrics"] == {"value": 9}
     assert runs_of(project, "90_study") == 1  # a fresh folder; the old one moved aside
+
+
+def test_studies_live_in_their_folder_and_run_only_when_named(project):
+    studies = project["notebooks"] / "studies"
+    studies.mkdir()
+    make_notebook(studies / "90_study.ipynb", "90_study")
+    summary = pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    assert list(summary["stages"]) == ["00_first", "10_second"]
+    summary = pipeline.run(
+        str(project["profile"]), start="10", notebooks=project["notebooks"], progress=False
+    )
+    assert "90_study" not in summary["stages"]
+    summary = pipeline.run(
+        str(project["profile"]), only=["90"], notebooks=project["notebooks"], progress=False
+    )
+    assert summary["stages"]["90_study"]["metrics"] == {"value": 7}
+    assert (
+        runs_of(project, "90_study") == 1
+    )  # the run folder keeps the stem: runs/<profile>/90_study/
+    assert [p.stem for p in pipeline.discover(project["notebooks"])] == [
+        "00_first",
+        "10_second",
+        "90_study",
+    ]
+    make_notebook(studies / "10_second.ipynb", "10_second")
+    with pytest.raises(pipeline.PipelineError, match="named twice"):
+        pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+
+
+def test_the_repository_studies_are_found_apart_from_the_stages():
+    paths = pipeline.discover(config.notebooks_dir())
+    stages = [p.stem for p in paths if not pipeline.is_study(p)]
+    studies = [p.stem for p in paths if pipeline.is_study(p)]
+    assert stages == list(config.NOTEBOOK_STAGES) and studies == list(config.STUDY_STAGES)
+    assert all(
+        p.parent == config.notebooks_dir() / config.STUDIES_DIR
+        for p in paths
+        if pipeline.is_study(p)
+    )
+    planned = pipeline.plan("smoke", config.notebooks_dir())
+    assert [s.stem for s in planned] == list(config.NOTEBOOK_STAGES)
+
+
+def test_kernel_starts_without_the_plain_tcp_warning(project, capfd):
+    """The stage kernels get CurveZMQ keys: no "running over TCP without encryption" per stage."""
+    pipeline.run(str(project["profile"]), notebooks=project["notebooks"], progress=False)
+    err = capfd.readouterr().err
+    assert "without encryption" not in err
+    assert pipeline.kernel_config().KernelManager.transport_encryption in ("auto", "disabled")
 
 
 def test_library_change_makes_finished_stages_stale(project, monkeypatch):
@@ -233,3 +285,41 @@ def test_the_library_digest_covers_the_installed_package():
     digest = pipeline.package_digest()
     assert len(digest) == 16 and int(digest, 16) >= 0
     assert (pipeline.PACKAGE_DIR / "run" / "pipeline.py").is_file()
+
+
+# Notebook 20 protects the first EVAL_UTTS_PER_SPEAKER utterances of each speaker, 30/40/50/60 score
+# the first EVAL_TEST_UTTS_PER_SPEAKER of them: fewer than the smoke corpus' utterances per speaker.
+SUBSET = {"EVAL_UTTS_PER_SPEAKER": 3, "EVAL_TEST_UTTS_PER_SPEAKER": 2}
+
+
+@pytest.mark.slow
+def test_stage_chain_on_an_eval_subset_smaller_than_the_eval_set(
+    tmp_path: Path, tmp_runs: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Every stage asks only for what the stages before it wrote when 20 protects a subset.
+
+    The smoke profile protects and scores every eval utterance, so a stage that asks for the whole
+    eval set passes there and fails only on a profile that protects a subset (as speechocean762
+    does). This runs the paper's stages 00-60 on the smoke settings with a smaller subset.
+    """
+    import yaml
+    from spkadv.data import manifest as data
+
+    values = config.load_profile("smoke")
+    assert max(SUBSET.values()) < values["SYNTH_UTTERANCES_PER_SPEAKER"]
+    values.update(SUBSET)
+    profile = tmp_path / "subset.yaml"
+    profile.write_text(yaml.safe_dump(values, sort_keys=False))
+    notebooks = config.notebooks_dir()
+    monkeypatch.setenv("SPKADV_ROOT", str(tmp_path))  # its figures stay out of the repository's
+    summary = pipeline.run(str(profile), notebooks=notebooks, progress=False)
+    assert list(summary["stages"]) == list(config.NOTEBOOK_STAGES)
+    assert {s["status"] for s in summary["stages"].values()} == {"ok"}
+    manifest = data.read_manifest(data.manifest_path("subset"))
+    n_eval = int((manifest["subset"] == "eval").sum())
+    n_speakers = manifest.loc[manifest["subset"] == "eval", "speaker"].nunique()
+    protected = summary["stages"]["20_joint_training"]["metrics"]["eval_utterances"]
+    assert protected == SUBSET["EVAL_UTTS_PER_SPEAKER"] * n_speakers < n_eval
+    attackers = summary["stages"]["60_attackers"]["metrics"]
+    assert attackers["n_test_utterances"] == SUBSET["EVAL_TEST_UTTS_PER_SPEAKER"] * n_speakers
+    assert attackers["adaptive_trials"] <= attackers["n_trials"]

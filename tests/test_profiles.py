@@ -45,6 +45,18 @@ def test_unknown_key_is_reported_with_key_andwrite_notebook(tmp_path: Path):
     assert "SEEED" in found[0] and "00_data_prep" in found[0]
 
 
+def test_study_keys_are_checked_against_notebooks_studies(tmp_path: Path):
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "studies").mkdir(parents=True)
+    write_notebook(notebooks / "00_data_prep.ipynb", "SEED = 0  # seed\n")
+    write_notebook(notebooks / "studies" / "90_study.ipynb", "STEPS = 1  # steps\n")
+    profile = tmp_path / "p.yaml"
+    profile.write_text("# --- 90_study ---\nSTEPS: 2  # ok\n# --- shared ---\nSEED: 1  # ok\n")
+    assert problems(profile, notebooks) == []
+    profile.write_text("# --- 90_study ---\nSTEPS: 2  # ok\nSTEPZ: 3  # a typo\n")
+    assert ["STEPZ" in f and "90_study" in f for f in problems(profile, notebooks)] == [True]
+
+
 def test_shared_key_must_be_declared_somewhere(tmp_path: Path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()

@@ -32,7 +32,7 @@ STUDY_STAGES = (
     "91_joint_robustness",
     "92_transfer",
     "93_blackbox",
-)  # run only when named
+)  # notebooks/studies/, run only when named
 
 
 def project_root() -> Path:
@@ -55,6 +55,17 @@ def params_dir() -> Path:
 
 def notebooks_dir() -> Path:
     return project_root() / "notebooks"
+
+
+STUDIES_DIR = "studies"  # notebooks/studies/: the studies beyond the paper, run only when named
+
+
+def notebook_paths(notebooks: Path | None = None) -> list[Path]:
+    """The numbered notebooks ``NN_name.ipynb``: the paper's stages in ``notebooks/`` in number
+    order, then the studies in ``notebooks/studies/`` (:data:`STUDY_STAGES`)."""
+    root = Path(notebooks) if notebooks is not None else notebooks_dir()
+    pattern = "[0-9][0-9]_*.ipynb"
+    return sorted(root.glob(pattern)) + sorted((root / STUDIES_DIR).glob(pattern))
 
 
 def figures_dir(profile: str | None = None) -> Path:

@@ -4,7 +4,7 @@ of the protection undone, the attackers table and the learning curves."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,16 @@ def mean_eers(table: pd.DataFrame) -> dict[tuple[str, str], float]:
         (role, cond): float(grp["eer"].mean())
         for (role, cond), grp in table.groupby(["encoder", "condition"], sort=False)
     }
+
+
+def adaptive_trials(trials: pd.DataFrame, protected: Collection[str]) -> pd.DataFrame:
+    """The trials an attacker in the protected domain (adv-adv, oracle-adv) can be scored on: those
+    whose enrolment is in ``protected`` (the utterances notebook 20 protected), in the (set, gender)
+    groups that keep a target and a non-target trial (an EER needs both). Index reset."""
+    kept = trials[trials["enrol"].isin(set(protected))]
+    target = kept.groupby(["set", "gender"], sort=False)["target"].transform("sum")
+    size = kept.groupby(["set", "gender"], sort=False)["target"].transform("size")
+    return kept[(target > 0) & (target < size)].reset_index(drop=True)
 
 
 def undone_percent(eer: float, eer_protected: float, eer_clean: float) -> float:

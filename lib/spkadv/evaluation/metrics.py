@@ -7,6 +7,7 @@ arrays of cosine similarities (higher = more likely the same speaker). EERs are 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -127,7 +128,9 @@ def f0_track(
         )
         return np.asarray(pitch.selected_array["frequency"], dtype=np.float64)
     if extractor in ("harvest", "dio"):
-        import pyworld
+        with warnings.catch_warnings():  # pyworld imports pkg_resources (deprecated): no warning
+            warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+            import pyworld
 
         fn = pyworld.harvest if extractor == "harvest" else pyworld.dio
         f0, _ = fn(x, sr, f0_floor=f0_min, f0_ceil=f0_max, frame_period=step_s * 1000.0)

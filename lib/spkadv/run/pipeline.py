@@ -1,5 +1,9 @@
 """Run the numbered notebooks in order with papermill: ``python -m spkadv.run.pipeline --profile NAME``.
 
+The stages are ``notebooks/NN_name.ipynb``; the studies, in ``notebooks/studies/``, run only when
+named with ``--only``. The terminal gets one line per stage (and the kernel's progress bars and
+warnings); a stage's parameters, thread policy and stderr go to its ``log.txt``.
+
 Each stage writes under ``runs/<profile>/<stem>/``; a stage whose last run succeeded with the same
 parameters, notebook and library code (every source and package-data file of ``spkadv``) is
 skipped unless ``--force``. A stage interrupted or failed with the same ones resumes in place (its
@@ -26,10 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import papermill
+import zmq
 from papermill.exceptions import PapermillExecutionError
+from traitlets.config import Config
 
 from spkadv.base import config, threads
 from spkadv.base.fileio import read_json, write_json
+from spkadv.evaluation import targets
 from spkadv.run import batchlog
 
 STAGE_RECORD = ".stage.json"
@@ -37,6 +44,17 @@ KERNEL = "python3"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lib/spkadv
 # the package's sources and its package data (pyproject's [tool.setuptools.package-data])
 PACKAGE_SUFFIXES = frozenset({".py", ".json", ".txt", ".j2"})
+
+
+def kernel_config() -> Config:
+    """The stage kernels' manager settings: CurveZMQ keys for the kernel's local TCP sockets.
+
+    jupyter_client provisions them when the kernelspec declares ``supported_encryption: curve``
+    (ipykernel's does); the kernel then encrypts its sockets instead of warning at every start
+    that they are plain text. Without libzmq's Curve support the sockets stay plain.
+    """
+    policy = "auto" if zmq.has("curve") else "disabled"
+    return Config({"KernelManager": {"transport_encryption": policy}})
 
 
 class PipelineError(RuntimeError):
@@ -90,16 +108,21 @@ def package_digest(root: Path = PACKAGE_DIR) -> str:
 
 
 def discover(notebooks: Path) -> list[Path]:
-    """The pipeline's notebooks: ``NN_name.ipynb`` sorted by number."""
-    found = sorted(p for p in notebooks.glob("[0-9][0-9]_*.ipynb"))
+    """The pipeline's notebooks ``NN_name.ipynb``: the stages in ``notebooks/`` by number, then the
+    studies in ``notebooks/studies/`` (:func:`spkadv.base.config.notebook_paths`)."""
+    found = config.notebook_paths(notebooks)
     if not found:
         raise PipelineError(f"no notebooks named NN_name.ipynb in {notebooks}")
+    stems = [p.stem for p in found]
+    if twice := sorted({s for s in stems if stems.count(s) > 1}):
+        raise PipelineError(f"notebooks named twice in {notebooks} and its studies/: {twice}")
     return found
 
 
-def is_study(stem: str) -> bool:
-    """Notebooks numbered 90-99 are studies: run with ``--only``, never by a whole-pipeline run."""
-    return stem[:2].isdigit() and int(stem[:2]) >= 90
+def is_study(notebook: Path) -> bool:
+    """Notebooks in ``notebooks/studies/`` (numbered 90-99) are studies: run with ``--only``,
+    never by a whole-pipeline run (nor by ``--from``)."""
+    return notebook.parent.name == config.STUDIES_DIR
 
 
 def select(stems: list[str], only: Sequence[str] | None, start: str | None) -> list[str]:
@@ -128,8 +151,8 @@ def plan(profile: str, notebooks: Path, only=None, start=None) -> list[Stage]:
     paths = discover(notebooks)
     stems = [p.stem for p in paths]
     chosen = set(select(stems, only, start))
-    if not only:  # studies (9x) run only when named: they cost far more than the pipeline
-        chosen = {s for s in chosen if not is_study(s)}
+    if not only:  # studies run only when named: they cost far more than the pipeline
+        chosen -= {p.stem for p in paths if is_study(p)}
     stages, declared_anywhere = [], set()
     for path in paths:
         declared = config.notebook_parameters(path)
@@ -216,12 +239,13 @@ class ProfileLock:
         self.handle.close()
 
 
-def _run_stage(stage: Stage, out_dir: Path, progress: bool) -> None:
+def _run_stage(stage: Stage, out_dir: Path, progress: bool, note: str = "") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{stage.stem}.ipynb"
     partial = out_dir / f"{stage.stem}.running.ipynb"
     log_path = out_dir / "log.txt"
-    log_path.write_text("", encoding="utf-8")
+    # the parameters and the thread policy head the log; the terminal gets one line per stage
+    log_path.write_text(f"parameters: {stage.parameters}\n{note}\n", encoding="utf-8")
     # append mode: the kernel appends its progress bars and warnings to the same file (batchlog)
     with open(log_path, "a", encoding="utf-8") as log:
         try:
@@ -236,6 +260,7 @@ def _run_stage(stage: Stage, out_dir: Path, progress: bool) -> None:
                 stdout_file=log,
                 stderr_file=log,
                 extra_arguments=batchlog.kernel_arguments(log_path, terminal=progress),
+                config=kernel_config(),
             )
         except PapermillExecutionError as err:
             failed = out_dir / f"{stage.stem}.failed.ipynb"
@@ -289,11 +314,15 @@ def run(
                     )
                 out_dir = config.stage_dir(profile_name, stage.stem)
                 write_json(out_dir / STAGE_RECORD, {"status": "running", "key": key, "code": code})
-                print(f"{head}: running with {stage.parameters}", flush=True)
                 began = time.monotonic()
                 try:
-                    with threads.kernel_environment(log=lambda m: print(m, flush=True)):
-                        _run_stage(stage, out_dir, progress)  # the kernel inherits the policy
+                    with threads.kernel_environment() as chosen:  # the kernel inherits the policy
+                        print(
+                            f"{head}: running on {chosen.threads} torch thread(s), "
+                            f"log {out_dir / 'log.txt'}",
+                            flush=True,
+                        )
+                        _run_stage(stage, out_dir, progress, chosen.describe())
                 except (PipelineError, KeyboardInterrupt) as err:
                     write_json(
                         out_dir / STAGE_RECORD, {"status": "failed", "key": key, "code": code}
@@ -319,6 +348,12 @@ def run(
             sum(s.get("seconds") or 0 for s in summary["stages"].values()) / 60, 2
         )
         write_json(summary_path, summary)
+    ran = {s.stem: summary["stages"][s.stem].get("metrics", {}) for s in stages}
+    lines = targets.summary_lines(ran)
+    if lines:
+        met = sum(t.met for m in ran.values() for t in targets.from_metrics(m))
+        print(f"targets ({met} of {len(lines)} met):", flush=True)
+        print("\n".join(lines), flush=True)
     print(f"summary: {summary_path}", flush=True)
     return summary
 

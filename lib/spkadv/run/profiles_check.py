@@ -33,7 +33,7 @@ def problems(profile_path: Path, notebooks: Path) -> list[str]:
     """Every key of ``profile_path`` that its target notebook (or, for shared keys, no notebook) declares."""
     declared = {
         nb.stem: config.notebook_parameters(nb)
-        for nb in sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
+        for nb in config.notebook_paths(notebooks)  # the stages and notebooks/studies/
     }
     values = config.load_profile(profile_path)
     blocks = key_blocks(profile_path)
@@ -49,17 +49,17 @@ def problems(profile_path: Path, notebooks: Path) -> list[str]:
             continue
         if block not in declared:
             found.append(
-                f"{profile_path.name}: key {key} sits in block '{block}', but notebooks/{block}.ipynb does not exist"
+                f"{profile_path.name}: key {key} sits in block '{block}', but no notebook {block}.ipynb exists in notebooks/ or notebooks/studies/"
             )
             continue
         params = declared[block]
         if key not in params:
             found.append(
-                f"{profile_path.name}: key {key} targets notebooks/{block}.ipynb, whose parameters cell does not declare it"
+                f"{profile_path.name}: key {key} targets {block}.ipynb, whose parameters cell does not declare it"
             )
         elif not _compatible(params[key], value):
             found.append(
-                f"{profile_path.name}: key {key} = {value!r} ({type(value).__name__}) but notebooks/{block}.ipynb "
+                f"{profile_path.name}: key {key} = {value!r} ({type(value).__name__}) but {block}.ipynb "
                 f"declares {params[key]!r} ({type(params[key]).__name__})"
             )
     return found
