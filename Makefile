@@ -7,9 +7,9 @@ PROFILE ?= default
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := flite ffmpeg espeak-ng chromium chromium-driver
 
-.PHONY: setup reproduce study test test-lib test-notebooks lab bench lint clean-runs
+.PHONY: setup reproduce study test test-lib test-notebooks smoke-run lab bench lint clean-runs
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-test.txt requirements-test-nodeps.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11 ...)"; exit 1; }
 	@missing=""; for pkg in $(DEBIAN_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
@@ -25,6 +25,8 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt -c requirements.txt  # test-only (tests/test_parity.py)
+	$(PY) -m pip install --quiet --no-deps -r requirements-test-nodeps.txt  # its reference implementations
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (spkadv)" >/dev/null
 	touch $(STAMP)
@@ -32,11 +34,11 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP)  ## venv, pinned packages, Debian packages, offline model assets
 	$(PY) -m spkadv.data.assets fetch --profile default
 
-reproduce: setup  ## the whole paper on PROFILE (default: the embedded offline default)
-	$(PY) -m spkadv.run.pipeline --profile $(PROFILE)
+reproduce: setup  ## the whole paper on PROFILE (default: the embedded offline default), then its offline report
+	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --report
 
 STUDY ?= 90_attack_study
-study: setup  ## a study notebook (STUDY=90_attack_study | 91_joint_robustness | 92_transfer | 93_blackbox) on PROFILE, after its 00_data_prep
+study: setup  ## a study of notebooks/studies/ (STUDY=90_attack_study | 91_joint_robustness | 92_transfer | 93_blackbox) on PROFILE, after its 00_data_prep
 	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --only 00_data_prep
 	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --only $(STUDY)
 
@@ -44,13 +46,20 @@ study: setup  ## a study notebook (STUDY=90_attack_study | 91_joint_robustness |
 report: $(STAMP)  ## runs/$(PROFILE)/report/index.html from a finished run (offline HTML)
 	$(PY) -m spkadv.report.build --profile $(PROFILE)
 
-test: setup test-lib test-notebooks  ## library tests + every notebook through nbval (smoke defaults)
+test: setup test-lib test-notebooks  ## the smoke pipeline, library tests + every notebook and study through nbval (smoke defaults)
 
-test-lib: $(STAMP)
+# The smoke pipeline into runs/smoke: the tests of an executed run (clean executed notebooks, the
+# report in a browser, the report of real outputs) read it. Stages still fresh (same parameters,
+# notebook and library code) are skipped, so a second `make test` reuses the run.
+smoke-run: setup
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(PY) -m spkadv.run.pipeline --profile smoke
+
+test-lib: $(STAMP) smoke-run
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest tests
 
+# nbval runs the notebooks in runs/nbval/, apart from the pipeline's runs/smoke
 test-notebooks: $(STAMP)
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 SPKADV_RUNS=$(CURDIR)/runs/nbval $(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 lab: setup  ## JupyterLab on the notebooks with the project's kernel
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks

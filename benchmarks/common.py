@@ -25,9 +25,7 @@ import numpy as np
 
 RESULT_TAG = "BENCH_RESULT "
 SAMPLE_RATE = 16_000
-SHARED_CORPUS = (
-    Path("..") / "shared" / "data" / "speechocean762-adults"
-)  # relative to the repo root
+SHARED_CORPUS_ENV = "SPKADV_SPEECHOCEAN762"  # an extracted speechocean762 selection (manifest.tsv)
 
 
 class Unavailable(RuntimeError):
@@ -278,17 +276,16 @@ def profile_train_config(profile: str = "default", prefix: str = "JOINT"):
 
 # -- test audio -----------------------------------------------------------------------------------
 def _shared_corpus() -> Path | None:
-    from spkadv.base.config import project_root
-
-    folder = (project_root() / SHARED_CORPUS).resolve()
-    return folder if (folder / "manifest.tsv").is_file() else None
+    env = os.environ.get(SHARED_CORPUS_ENV, "").strip()
+    folder = Path(env).resolve() if env else None
+    return folder if folder is not None and (folder / "manifest.tsv").is_file() else None
 
 
 def speech_files(count: int, subset: str = "eval") -> tuple[list[Path], str]:
     """Paths of ``count`` real speech files and a description of where they come from.
 
-    Uses the default profile's corpus when it exists, else the speechocean762 corpus beside the
-    project; raises :class:`Unavailable` when neither is there.
+    Uses the default profile's corpus when it exists, else the speechocean762 selection named by
+    ``$SPKADV_SPEECHOCEAN762``; raises :class:`Unavailable` when neither is there.
     """
     import csv
 

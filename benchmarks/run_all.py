@@ -7,8 +7,10 @@
 Items: protect (1), pgd (2), flops (3), train (4), eval (5), pipeline (6), and the figures under
 real conditions: stream (file memory), busy (a stage beside a busy process), bf16 (CPU bfloat16),
 rerun (table notebooks of the default profile, warm against cold caches), workers (eval-set
-protection in one process against one process per core). An item whose library
-piece is missing is recorded with the reason and the others still run.
+protection in one process against one process per core), scale (training data read from disk:
+the loader's memory and crops per second at 1 000 to 100 000 files), paper_estimate (the paper
+profile's training hours on one GPU and on 8, estimated from counted FLOPs and operations). An item
+whose library piece is missing is recorded with the reason and the others still run.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ ITEMS = (
     "bf16",
     "rerun",
     "workers",
+    "scale",
+    "paper_estimate",
 )
 
 # headline figure -> (item, key in the item's JSON, target text, test on the value or None)
@@ -106,6 +110,21 @@ HEADLINE: dict[str, tuple[str, str, str, Any]] = {
     "bf16_code_speedup": ("bf16", "bf16_code_speedup", "", None),
     "protect_workers_speedup": ("workers", "workers_speedup", "", None),
     "embed_workers_speedup": ("workers", "embed_workers_speedup", "", None),
+    "loader_peak_mem_ratio_100k_vs_1k": (
+        "scale",
+        "loader_peak_mem_ratio_100k_vs_1k",
+        "<= 1.2",
+        lambda v: v <= 1.2,
+    ),
+    "loader_crops_per_s": ("scale", "loader_crops_per_s", ">= needed", None),
+    "loader_crops_per_s_needed": ("scale", "loader_crops_per_s_needed", "", None),
+    "loader_crops_per_s_margin": ("scale", "loader_crops_per_s_margin", ">= 1", lambda v: v >= 1),
+    "paper_step_tflop": ("paper_estimate", "paper_step_tflop", "", None),
+    "paper_step_s_1gpu_estimate": ("paper_estimate", "paper_step_s_1gpu", "", None),
+    "paper_hours_1gpu_estimate": ("paper_estimate", "paper_hours_1gpu", "", None),
+    "paper_hours_8gpu_estimate": ("paper_estimate", "paper_hours_8gpu", "", None),
+    "paper_hours_1gpu_pessimistic": ("paper_estimate", "paper_hours_1gpu_pessimistic", "", None),
+    "paper_hours_8gpu_pessimistic": ("paper_estimate", "paper_hours_8gpu_pessimistic", "", None),
 }
 REASON_KEYS = {
     "table_rerun_speedup": "table_rerun_reason",
@@ -176,6 +195,13 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 out[f"{key}_reason"] = next(
                     v for k, v in data.items() if k.startswith(field) and k.endswith("reason")
                 )
+    scale = results.get("scale")
+    if scale and scale.get("status") == "ok":  # the loader's figures at each corpus size
+        out["loader_scale"] = {
+            n: {k: row[k] for k in ("peak_mb", "peak_rss_mb", "crops_per_s", "listing_s")}
+            for n, row in scale["per_n"].items()
+        }
+        out["loader_targets"] = scale["targets"]
     cuda = results.get("train_cuda")
     if cuda and cuda.get("status") == "ok":
         out["train_samples_per_s_cuda"] = cuda["samples_per_s"]

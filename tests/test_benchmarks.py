@@ -315,3 +315,53 @@ def test_compare_runs_finds_a_changed_figure_of_merit_and_sample(tmp_path, capsy
     assert compare_runs.main([str(tmp_path / "a"), str(tmp_path / "c")]) == 1
     out = capsys.readouterr().out
     assert "snr_adv_db: 31.5 != 31.6" in out and "u1.wav: differs" in out
+
+
+# -- scale of training data read from disk --------------------------------------------------------
+def test_scale_quick_measures_the_disk_loader_on_real_files(tmp_runs):
+    from benchmarks import bench_scale
+
+    folder = tmp_runs / "cache" / "bench_scale" / "test"
+    out = bench_scale.run(
+        quick=True, sizes=(50, 500), batches=3, estimate=False, folder=folder, fresh_process=False
+    )
+    assert out["batch"] == 16 and out["crop_seconds"] == 3.0  # params/paper.yaml
+    assert set(out["per_n"]) == {"50", "500"}
+    for n, row in out["per_n"].items():
+        assert row["rows"] == int(n) and row["timed_batches"] == 2
+        assert row["crops_per_s"] > 0 and row["peak_mb"] >= row["baseline_mb"] > 0
+        assert row["processes"] >= 3  # this process and its two loader workers
+    assert out["loader_peak_mem_ratio"] > 0 and out["loader_crops_per_s_rows"] == 500
+    assert out["loader_peak_mem_ratio_100k_vs_1k"] is None  # not the full sizes
+    assert "quick or custom" in out["loader_peak_mem_ratio_100k_vs_1k_reason"]
+    target = out["targets"]["loader_peak_mem_ratio"]
+    assert target["met"] == (target["value"] <= 1.2)
+    files = sorted((folder / "audio").rglob("*.flac"))
+    assert len(files) == 500
+    info = sf.info(str(files[7]))
+    assert info.format == "FLAC" and info.samplerate == 16000
+    assert bench_scale.MIN_SECONDS <= info.duration <= bench_scale.MAX_SECONDS
+    mtime = files[0].stat().st_mtime_ns
+    bench_scale.build_corpus(500, folder)  # written once, then reused
+    assert files[0].stat().st_mtime_ns == mtime
+    summary = run_all.headline({"scale": {"status": "ok", **out}})
+    assert set(summary["loader_scale"]) == {"50", "500"}
+    assert "quick or custom" in summary["loader_peak_mem_ratio_100k_vs_1k_reason"]
+    assert summary["loader_crops_per_s"] == out["loader_crops_per_s"]
+    assert "loader_crops_per_s" in bench_scale.report(out)
+    with pytest.raises(ValueError, match="two or more sizes"):
+        bench_scale.run(sizes=(50,), folder=folder)
+
+
+@pytest.mark.slow  # imports speechbrain and runs the paper model once: about 10 s
+def test_scale_gpu_step_estimate_adds_up():
+    from benchmarks import bench_scale
+
+    gpu = bench_scale.gpu_step_estimate(batch=2, crop_samples=1600)
+    per_crop = 3 * gpu["generator_gflop_per_crop"] + 3 * gpu["removal_gflop_per_crop"]
+    per_crop += 3 * gpu["encoder_gflop_per_crop"]
+    assert gpu["step_tflop"] == pytest.approx(2 * per_crop / 1e3)
+    sustained = bench_scale.GPU_PEAK_TFLOPS * 1e12 * bench_scale.GPU_UTILISATION
+    assert gpu["gpu_step_s"] == pytest.approx(gpu["step_tflop"] * 1e12 / sustained)
+    assert gpu["crops_per_s_needed"] == pytest.approx(2 / gpu["gpu_step_s"])
+    assert "ECAPA" in gpu["encoder"] and "40%" in gpu["assumed_gpu"]
