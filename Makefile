@@ -67,6 +67,6 @@ lab: setup  ## JupyterLab on the notebooks with the project's kernel
 bench: setup  ## benchmarks: figures printed and written to runs/bench/
 	$(PY) -m benchmarks.run_all
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check lib tests benchmarks
-	$(VENV)/bin/ruff format --check lib tests benchmarks
+lint: $(STAMP)  ## ruff check and format check of the library, tests, benchmarks and notebooks
+	$(VENV)/bin/ruff check lib tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check lib tests benchmarks notebooks

@@ -261,3 +261,75 @@ def test_undone_share_and_table() -> None:
           "eer_black": float("nan"), "snr_db": None, "undone_white": 99.0}]
     )  # fmt: skip
     assert md.count("\n") == 3 and "| F_R | key holder | rec-rst | 1.00 | – | – | 99 |" in md
+
+
+def _eers(**by_condition: float) -> dict[tuple[str, str], float]:
+    """The same EER for both encoder roles, e.g. ``_eers(**{"rec-adv": 20.0})``."""
+    return {(role, c): v for c, v in by_condition.items() for role in ("whitebox", "blackbox")}
+
+
+def test_best_purifier_rows_and_metrics_of_the_attackers_table() -> None:
+    m40 = {
+        "eer_whitebox_rec_an": 9.0,
+        "eer_blackbox_rec_an": 8.0,
+        "eer_whitebox_rec_qt": 4.0,
+        "eer_blackbox_rec_qt": 5.0,
+    }  # ms not scored
+    purifier = attacker_tables.Purifier.best({"snr_an_db": 20.0, "snr_qt_db": 25.0}, m40)
+    assert (purifier.name, purifier.candidates, purifier.eer_white, purifier.snr_db) == (
+        "qt",
+        ("an", "qt"),
+        4.0,
+        25.0,
+    )
+    with pytest.raises(ValueError, match="none of the purifiers"):
+        attacker_tables.Purifier.best({}, {})
+    conds = {
+        "rec-rec": 2.0,
+        "rec-adv": 20.0,
+        "adv-adv": 12.0,
+        "oracle-adv": 11.0,
+        "rec-att_removal": 11.0,
+        "rec-xrst": 19.0,
+        "rec-rst_refined": 2.0,
+        "rec-rst": 2.5,
+    }
+    eer, adaptive = (
+        _eers(**conds),
+        _eers(**{"rec-rec": 2.0, "rec-adv": 22.0, "adv-adv": 12.0, "oracle-adv": 11.0}),
+    )
+    snr = {"adv": 30.0, "rst": 50.0, "rst_refined": 60.0, "xrst": 29.0, "att_removal": 33.0}
+    rows = attacker_tables.knowledge_rows(eer, adaptive, snr, purifier, ["removal"], 0.5, 7)
+    assert [r["trial"] for r in rows] == ["rec-rec", "rec-adv", "rec-qt", "adv-adv", "oracle-adv",
+                                          "rec-att_removal", "rec-xrst", "rec-rst_refined", "rec-rst"]  # fmt: skip
+    by_trial = {r["trial"]: r for r in rows}
+    assert by_trial["rec-att_removal"]["undone_white"] == pytest.approx(50.0)
+    assert by_trial["rec-att_removal"]["knows"] == "oracle + 30 min of pairs"
+    assert by_trial["adv-adv"]["undone_white"] == pytest.approx(
+        50.0
+    )  # against the adaptive trials' EERs
+    assert by_trial["rec-qt"]["eer_white"] == 4.0 and by_trial["rec-qt"]["paper"] is None
+    assert (
+        by_trial["rec-rst"]["paper"].endswith(", 50.3 dB")
+        and "seed 7" in by_trial["rec-xrst"]["attacker"]
+    )
+    assert "| oracle | adaptive verifier" in attacker_tables.knowledge_markdown(rows)
+
+    class Run:  # what attackers.fit returns, as far as the metrics read it
+        minutes, pairs, pair_hours = 2.0, 10, 0.5
+        settings = attackers.AttackerSettings(kind="removal", model={}, eps=0.1, steps=20)
+        history = [{"snr_db": 30.0}, {"snr_db": 34.0}]
+
+    curve = [{"kind": "removal", "fraction": 0.5, "pair_hours": 0.25, "snr_db": 31.0},
+             {"kind": "removal", "fraction": 1.0, "pair_hours": 0.5, "snr_db": 34.0}]  # fmt: skip
+    m = attacker_tables.attacker_metrics(eer, adaptive, snr, purifier, {"removal": Run()}, curve,
+                                         {"train_minutes": 1.0, "steps": 3})  # fmt: skip
+    assert (
+        m["purifier_best"] == "qt" and m["keyholder_snr_db"] == 50.0 and m["other_model_steps"] == 3
+    )
+    assert m["attacker_removal_undone_white_pct"] == pytest.approx(50.0)
+    assert m["attacker_removal_curve_snr_gain_db_per_minute"] == pytest.approx(2.0)
+    assert m["curve_removal_pairs0.5_snr_db"] == 31.0
+    assert m["curve_removal_snr_gain_db_per_pair_hour"] == pytest.approx(12.0)
+    assert m["adaptive_recadv_eer_white"] == 22.0
+    assert m["adaptive_beats_protection"] == "adv-adv, oracle-adv"

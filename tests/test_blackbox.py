@@ -186,3 +186,42 @@ def test_pgd_key_follows_the_attacked_encoders_subset_and_settings() -> None:
     both = EnsembleEncoder([a, b], [1.0, 1.0])
     other = blackbox.pgd_key(b, ["u0"], {"steps": 3})
     assert blackbox.pgd_key(both, ["u0"], {"steps": 3}) not in (key, other)
+
+
+def test_surrogate_is_trained_once_and_turns_its_weight_into_protect_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spkadv.encoders import surrogate
+
+    rows = pd.DataFrame(
+        {
+            "utt_id": [f"{s}{i}" for s in "ab" for i in range(2)],
+            "speaker": [s for s in "ab" for _ in range(2)],
+            "path": [str(save_audio(tmp_path / f"{s}{i}.wav", _speech(2.0, seed=3 * i + (s == "b"))))
+                     for s in "ab" for i in range(2)],
+        }
+    )  # fmt: skip
+    cfg = surrogate.SurrogateConfig(hidden=8, layers=1, dim=8, steps=2, batch=4)
+    sur = blackbox.train_surrogate(rows, cfg, tmp_path / "cache", progress=False)
+    assert sur.path.exists() and sur.path.with_suffix(".json").exists()
+    assert sur.minutes > 0 and len(sur.history) >= 1 and "accuracy" in sur.history[-1]
+    assert sur.path.name == f"surrogate-{surrogate.surrogate_key(cfg, list(rows['utt_id']))}.pt"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached surrogate was trained again")
+
+    monkeypatch.setattr(surrogate, "train_surrogate", no_training)
+    again = blackbox.train_surrogate(rows, cfg, tmp_path / "cache", progress=False)
+    assert again.encoder.fingerprint == sur.encoder.fingerprint and again.history == sur.history
+
+    plain = {"code_steps": 2}
+    assert blackbox.protect_settings(plain) == (plain, plain)
+    run, key = blackbox.protect_settings({"code_steps": 2, "surrogate_weight": 1}, sur)
+    assert run == {"code_steps": 2, "code_surrogates": [{"path": str(sur.path), "weight": 1.0}]}
+    assert key == {
+        "code_steps": 2,
+        "surrogate_weight": 1.0,
+        "surrogate_sha256": sur.encoder.fingerprint,
+    }
+    with pytest.raises(ValueError, match="needs a surrogate"):
+        blackbox.protect_settings({"surrogate_weight": 1.0})

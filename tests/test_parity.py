@@ -185,6 +185,24 @@ def test_campplus_embedding_matches_speakerlab(campplus, speakerlab_campplus, re
     assert network <= 1e-3, f"same features, max |embedding ours - speakerlab| = {network:.3g}"
 
 
+def test_campplus_separates_the_speakers_of_recorded_speech(campplus, recorded_speech):
+    """Real recorded speech, not synthetic voices: turns of the same talker score higher than
+    turns of the other one (measured: same-speaker cosines 0.40-0.88, mean 0.60; cross-speaker
+    0.19-0.56, mean 0.37)."""
+    turns = {k: v for k, v in recorded_speech.items() if k != "whole"}
+    names = sorted(turns)
+    emb = {
+        k: F.normalize(campplus.embed(torch.from_numpy(turns[k]).unsqueeze(0)), dim=-1)[0].numpy()
+        for k in names
+    }
+    same, other = [], []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            (same if a.split("@")[0] == b.split("@")[0] else other).append(float(emb[a] @ emb[b]))
+    gap = np.mean(same) - np.mean(other)
+    assert gap >= 0.1, f"same-speaker mean {np.mean(same):.3f}, cross-speaker {np.mean(other):.3f}"
+
+
 def test_campplus_embedding_matches_speakerlab_on_corpus(
     campplus, speakerlab_campplus, corpus_speech
 ):

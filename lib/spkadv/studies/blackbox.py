@@ -10,7 +10,10 @@ the two kinds of features the encoders read: CAM++ reads mean-normalised log-mel
 (resemblyzer) a linear-power mel spectrogram; :func:`shaped_noise` makes noise of one power in
 different shapes (flat or following the speech level, above or below 2 kHz), to ask which kind of
 change an encoder is sensitive to at all. :func:`pgd_set` bounds what transfer can give at one power:
-per-utterance PGD on the white box (no generator), scored on the black box.
+per-utterance PGD on the white box (no generator), scored on the black box. :func:`train_surrogate`
+gives the settings with ``surrogate_weight`` their second white box, trained once on the train
+speakers and cached; :func:`protect_settings` turns such a setting into what :func:`protect_set`
+takes and what its cache key is made of.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +35,11 @@ from tqdm.auto import tqdm
 from spkadv import SAMPLE_RATE
 from spkadv.audio.io import load_audio, save_audio
 from spkadv.audio.purify import _wave
+from spkadv.base.fileio import write_text
 from spkadv.base.threads import process_map
 from spkadv.core import modelfile, protect
 from spkadv.core.models import local_level
+from spkadv.encoders import surrogate
 from spkadv.encoders.speaker import kaldi_fbank
 from spkadv.evaluation import conditions
 from spkadv.evaluation.attacks import pgd
@@ -92,6 +99,58 @@ def protect_set(
             model.meta.clear()
             model.meta.update(meta)
     return [folders["adv"] / f"{u}.wav" for u in rows["utt_id"]]
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """A surrogate encoder trained on the train speakers: the encoder, its file and training log."""
+
+    encoder: surrogate.DVectorEncoder
+    path: Path
+    minutes: float  # training minutes (of the run that trained it)
+    history: list[dict[str, float]]  # per logged step: loss, accuracy
+
+
+def train_surrogate(
+    train_rows, cfg: surrogate.SurrogateConfig, folder: Path, progress: bool = True
+) -> Surrogate:
+    """The surrogate of ``cfg`` trained on ``train_rows`` (``utt_id``, ``path``, ``speaker``),
+    cached as ``folder/surrogate-<key>.pt`` with its log ``.json`` (key: the config and the
+    utterances, :func:`spkadv.encoders.surrogate.surrogate_key`): trained once, then loaded."""
+    path = Path(folder) / f"surrogate-{surrogate.surrogate_key(cfg, list(train_rows['utt_id']))}.pt"
+    log_path = path.with_suffix(".json")
+    if not (path.exists() and log_path.exists()):
+        started = time.perf_counter()
+        waves = [load_audio(p) for p in train_rows["path"]]
+        trained, history = surrogate.train_surrogate(
+            waves, list(train_rows["speaker"]), cfg, progress
+        )
+        surrogate.save_surrogate(trained, cfg, path)
+        minutes = (time.perf_counter() - started) / 60
+        write_text(log_path, json.dumps({"minutes": minutes, "history": history}))
+    log = json.loads(log_path.read_text())
+    return Surrogate(surrogate.load_surrogate(path), path, log["minutes"], log["history"])
+
+
+def protect_settings(
+    settings: dict[str, Any], sur: Surrogate | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what :func:`protect_set` takes, what the cache key is made of) for one setting:
+    ``surrogate_weight`` w becomes ``code_surrogates`` (the surrogate's file at weight w) and, in
+    the key, the weight and the surrogate's fingerprint."""
+    settings = dict(settings)
+    weight = settings.pop("surrogate_weight", None)
+    if weight is None:
+        return settings, settings
+    if sur is None:
+        raise ValueError("a setting with surrogate_weight needs a surrogate (train_surrogate)")
+    run = {**settings, "code_surrogates": [{"path": str(sur.path), "weight": float(weight)}]}
+    key = {
+        **settings,
+        "surrogate_weight": float(weight),
+        "surrogate_sha256": sur.encoder.fingerprint,
+    }
+    return run, key
 
 
 def pgd_key(encoder: torch.nn.Module, utt_ids: Sequence[str], settings: dict) -> str:

@@ -134,7 +134,8 @@ class EvalSet:
         return cls(list(rows["utt_id"]), list(rows["speaker"]), waves)
 
 
-def _embed(encoder: torch.nn.Module, waves: Sequence[np.ndarray]) -> np.ndarray:
+def embed(encoder: torch.nn.Module, waves: Sequence[np.ndarray]) -> np.ndarray:
+    """Unit-norm embeddings ``[N, D]`` of ``waves`` (one at a time, whole utterances) by ``encoder``."""
     out = []
     with torch.no_grad():  # not inference_mode: the encoder may cache tensors reused with grad
         for wave in waves:
@@ -179,7 +180,7 @@ def score(
         snrs.append(metrics.snr_db(x, adv))
         if i < pesq_utts:
             pesqs.append(metrics.pesq_nb_raw(x, adv))
-    adv_emb, gn_emb = _embed(encoder, advs), _embed(encoder, gns)
+    adv_emb, gn_emb = embed(encoder, advs), embed(encoder, gns)
     out = {
         "eer_recrec": pair_eer(rec_emb, rec_emb, evalset.speakers),
         "eer_recadv": pair_eer(rec_emb, adv_emb, evalset.speakers),
@@ -190,7 +191,7 @@ def score(
         "pesq_adv_nb_raw": float(np.mean(pesqs)) if pesqs else float("nan"),
     }
     if restore_fn is not None:
-        out["eer_recrst"] = pair_eer(rec_emb, _embed(encoder, rsts), evalset.speakers)
+        out["eer_recrst"] = pair_eer(rec_emb, embed(encoder, rsts), evalset.speakers)
         out["snr_rst_db"] = conditions.mean_db(snr_rst)
     gn = out["eer_recgn"]
     out["adversarial_gain"] = out["eer_recadv"] / gn if gn > 0 else float("nan")
