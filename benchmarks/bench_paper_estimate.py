@@ -65,20 +65,9 @@ STAGES = (
 def random_ecapa():
     """ECAPA-TDNN with spkrec-ecapa-voxceleb's sizes and seeded random weights (FLOPs only)."""
     common.require("speechbrain", "the ECAPA-TDNN architecture (speechbrain)")
-    import torch
-    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-    from spkadv.encoders.ecapa import ECAPAEncoder
+    from spkadv.encoders.ecapa import random_ecapa as build
 
-    torch.manual_seed(0)
-    sizes = ECAPA_TDNN(
-        input_size=80,
-        channels=[1024, 1024, 1024, 1024, 3072],
-        kernel_sizes=[5, 3, 3, 3, 1],
-        dilations=[1, 2, 3, 4, 1],
-        attention_channels=128,
-        lin_neurons=192,
-    )
-    return ECAPAEncoder(sizes.state_dict(), "random weights", name="ecapa-random")
+    return build(0)
 
 
 def paper_config(joint: bool):

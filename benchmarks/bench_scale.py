@@ -287,15 +287,11 @@ def gpu_step_estimate(batch: int, crop_samples: int) -> dict[str, Any]:
     fp = count_flops(SSEDGenerator(config.model).eval(), x)
     fr = count_flops(RemovalModule(config.model).eval(), x)
     try:
-        from spkadv.encoders import ecapa
+        from spkadv.encoders.ecapa import random_ecapa
 
-        strict, ecapa.load_strict = ecapa.load_strict, lambda *a: None
-        try:
-            encoder = ecapa.ECAPAEncoder({}, "untrained architecture")
-        finally:
-            ecapa.load_strict = strict
+        encoder = random_ecapa(0)
         enc = count_flops(encoder, x)
-        encoder_name = "ECAPA-TDNN (speechbrain architecture, untrained weights)"
+        encoder_name = "ECAPA-TDNN (speechbrain architecture, random weights)"
     except ImportError as err:
         raise common.Unavailable(f"speechbrain is needed to count ECAPA's FLOPs ({err})") from err
     step_flops = batch * (3 * fp + 3 * fr + 2 * enc + enc)

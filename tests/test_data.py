@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 import warnings
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import pytest
 import soundfile as sf
 from spkadv.data import corpus, download, librispeech, synth
 from spkadv.data import manifest as data
+
+from .http_server import RangeServer
 
 SR = 16000
 
@@ -379,51 +379,6 @@ def test_loo_identification():
 # ----------------------------------------------------------------------------- download
 
 
-class _Server:
-    """A local HTTP server with Range support; ``truncate_first`` cuts the first response short."""
-
-    def __init__(self, files: dict[str, bytes], truncate_first: bool = False):
-        self.files, self.requests, self.truncate_first = files, [], truncate_first
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                body = outer.files.get(self.path.lstrip("/"))
-                outer.requests.append((self.path, self.headers.get("Range")))
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if self.headers.get("Range"):
-                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                chunk = body[start:]
-                if outer.truncate_first:
-                    outer.truncate_first = False
-                    chunk = chunk[: len(chunk) // 2]
-                self.wfile.write(chunk)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def tar_gz(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -437,7 +392,7 @@ def tar_gz(members: dict[str, bytes]) -> bytes:
 def test_download_resumes_an_interrupted_transfer(tmp_path):
     body = np.random.default_rng(0).bytes(300_000)
     md5 = hashlib.md5(body).hexdigest()
-    with _Server({"a.bin": body}, truncate_first=True) as server:
+    with RangeServer({"a.bin": body}, truncate_first=True) as server:
         with pytest.raises(download.DownloadError, match="run again to resume"):
             download.download(
                 f"{server.url}/a.bin", tmp_path / "a.bin", md5=md5, progress=False, retries=1
@@ -455,7 +410,7 @@ def test_download_resumes_an_interrupted_transfer(tmp_path):
 
 def test_download_retries_within_one_call_and_rejects_bad_checksum(tmp_path):
     body = b"0123456789" * 5000
-    with _Server({"b.bin": body}, truncate_first=True) as server:
+    with RangeServer({"b.bin": body}, truncate_first=True) as server:
         download.download(
             f"{server.url}/b.bin",
             tmp_path / "b.bin",
@@ -512,7 +467,7 @@ def test_download_librispeech_from_a_local_mirror(tmp_path, monkeypatch):
     archive = tar_gz(members)
     monkeypatch.setitem(librispeech.LIBRISPEECH_MD5, "test-clean", hashlib.md5(archive).hexdigest())
     root = tmp_path / "data" / "LibriSpeech"
-    with _Server({"test-clean.tar.gz": archive}) as server:
+    with RangeServer({"test-clean.tar.gz": archive}) as server:
         librispeech.download_librispeech(root, ["test-clean"], mirror=server.url, progress=False)
         librispeech.download_librispeech(
             root, ["test-clean"], mirror=server.url, progress=False

@@ -16,7 +16,8 @@ from spkadv.core.datasets import CropDataset
 from spkadv.data import corpus, librispeech
 from spkadv.data.manifest import CorpusError
 
-from .test_data import _Server, make_librispeech, tar_gz
+from .http_server import RangeServer
+from .test_data import make_librispeech, tar_gz
 
 # keys the librispeech profile sets otherwise than the default profile, or alone
 CORPUS_KEYS = {
@@ -116,7 +117,7 @@ def test_librispeech_profile_downloads_and_builds_its_corpus(
         seed=params["SEED"],
         progress=False,
     )
-    with _Server(archives) as server:
+    with RangeServer(archives) as server:
         mirror = functools.partial(librispeech.download_librispeech, mirror=server.url)
         monkeypatch.setattr(corpus, "download_librispeech", mirror)
         # the profile as shipped: no download (opt-in), and the error says how to get the corpus

@@ -23,6 +23,7 @@ import yaml
 from spkadv.base import config as cfgmod
 from spkadv.core import modelfile, protect
 from spkadv.core.train import TrainConfig, config_from_params, load_checkpoint, train
+from spkadv.encoders.ecapa import random_ecapa
 from spkadv.encoders.random_conv import RandomConvEncoder
 from spkadv.evaluation import attackers
 
@@ -61,19 +62,7 @@ def voiced_corpus(speakers: int = 4, per_speaker: int = 2, seconds: float = 1.0)
 @pytest.fixture(scope="module")
 def ecapa():
     """ECAPA-TDNN (speechbrain, spkrec-ecapa-voxceleb's sizes) with seeded random weights."""
-    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-    from spkadv.encoders.ecapa import ECAPAEncoder
-
-    torch.manual_seed(0)
-    sizes = ECAPA_TDNN(
-        input_size=80,
-        channels=[1024, 1024, 1024, 1024, 3072],
-        kernel_sizes=[5, 3, 3, 3, 1],
-        dilations=[1, 2, 3, 4, 1],
-        attention_channels=128,
-        lin_neurons=192,
-    )
-    return ECAPAEncoder(sizes.state_dict(), "random weights", name="ecapa-random")
+    return random_ecapa(0)
 
 
 def test_paper_profile_keeps_the_paper_architecture_and_losses() -> None:

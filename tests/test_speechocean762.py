@@ -4,11 +4,9 @@ the shipped speaker selection, and no path outside the repository."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import re
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,8 @@ import soundfile as sf
 from spkadv.data import corpus, speechocean762
 from spkadv.data import manifest as data
 from spkadv.data.download import DownloadError
+
+from .http_server import RangeServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,51 +100,6 @@ def small(tmp_path, monkeypatch):
     return body
 
 
-class Server:
-    """A real HTTP server on 127.0.0.1 with Range support; ``truncate_first`` cuts one reply."""
-
-    def __init__(self, files: dict[str, bytes], truncate_first: bool = False):
-        self.files, self.requests, self.truncate_first = files, [], truncate_first
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                body = outer.files.get(self.path.rsplit("/", 1)[-1])
-                outer.requests.append((self.path, self.headers.get("Range")))
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if self.headers.get("Range"):
-                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                chunk = body[start:]
-                if outer.truncate_first:
-                    outer.truncate_first = False
-                    chunk = chunk[: len(chunk) // 2]
-                self.wfile.write(chunk)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/resources/101/{speechocean762.ARCHIVE_NAME}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def check_built(manifest: pd.DataFrame, corpus_dir: Path | None = None) -> None:
     """The manifest of the test selection: speakers, subsets, order, transcripts, 16 kHz FLAC."""
     assert list(manifest.columns) == list(data.MANIFEST_COLUMNS)
@@ -168,8 +123,12 @@ def test_download_resumes_a_partial_file_and_builds_the_selection(tmp_path, smal
     part = root / f"{speechocean762.ARCHIVE_NAME}.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(small[: len(small) // 3])  # an earlier run was interrupted here
-    with Server({speechocean762.ARCHIVE_NAME: small}) as server:
-        monkeypatch.setattr(speechocean762, "SPEECHOCEAN762_URL", server.url)
+    with RangeServer({speechocean762.ARCHIVE_NAME: small}) as server:
+        monkeypatch.setattr(
+            speechocean762,
+            "SPEECHOCEAN762_URL",
+            f"{server.url}/resources/101/{speechocean762.ARCHIVE_NAME}",
+        )
         manifest, info = corpus.prepare_corpus(
             out, "speechocean762", root=root, speechocean762_download=True, progress=False
         )
@@ -195,8 +154,12 @@ def test_download_resumes_a_partial_file_and_builds_the_selection(tmp_path, smal
 
 
 def test_download_resumes_within_a_call_and_rejects_a_bad_md5_or_size(tmp_path, small, monkeypatch):
-    with Server({speechocean762.ARCHIVE_NAME: small}, truncate_first=True) as server:
-        monkeypatch.setattr(speechocean762, "SPEECHOCEAN762_URL", server.url)
+    with RangeServer({speechocean762.ARCHIVE_NAME: small}, truncate_first=True) as server:
+        monkeypatch.setattr(
+            speechocean762,
+            "SPEECHOCEAN762_URL",
+            f"{server.url}/resources/101/{speechocean762.ARCHIVE_NAME}",
+        )
         path = speechocean762.download_archive(tmp_path / "a", progress=False)
         assert path.read_bytes() == small and server.requests[-1][1] == f"bytes={len(small) // 2}-"
         monkeypatch.setattr(speechocean762, "SPEECHOCEAN762_MD5", "0" * 32)
@@ -384,8 +347,10 @@ def test_no_file_references_a_path_outside_the_repository():
                 continue
             for match in _OUTSIDE.finditer(text):
                 ref = match.group(0)
-                # notebooks and params take paths from the repository root, the rest from their folder
-                bases = [path.parent] + ([REPO] if top in ("notebooks", "params") else [])
+                # notebooks and params take paths from the repository root, the rest (and tool
+                # configuration such as notebooks/ruff.toml) from their folder
+                from_root = top in ("notebooks", "params") and path.suffix != ".toml"
+                bases = [path.parent] + ([REPO] if from_root else [])
                 if "../shared" in ref or any(
                     not (base / ref).resolve().is_relative_to(REPO) for base in bases
                 ):

@@ -16,6 +16,17 @@ ECAPA_HUB_REPO = "speechbrain/spkrec-ecapa-voxceleb"
 ECAPA_FILES = ("hyperparams.yaml", "embedding_model.ckpt")
 
 
+# spkrec-ecapa-voxceleb's hyper-parameters (its hyperparams.yaml)
+ECAPA_SIZES = {
+    "input_size": 80,
+    "channels": [1024, 1024, 1024, 1024, 3072],
+    "kernel_sizes": [5, 3, 3, 3, 1],
+    "dilations": [1, 2, 3, 4, 1],
+    "attention_channels": 128,
+    "lin_neurons": 192,
+}
+
+
 class ECAPAEncoder(SpeakerEncoder):
     """speechbrain's ECAPA-TDNN (spkrec-ecapa-voxceleb): 80-dim fbank, sentence mean normalisation,
     192-dim embedding. Built from speechbrain's classes with that recipe's hyper-parameters; only
@@ -30,14 +41,7 @@ class ECAPAEncoder(SpeakerEncoder):
         from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
         self.features = Fbank(n_mels=80)
-        self.model = ECAPA_TDNN(
-            input_size=80,
-            channels=[1024, 1024, 1024, 1024, 3072],
-            kernel_sizes=[5, 3, 3, 3, 1],
-            dilations=[1, 2, 3, 4, 1],
-            attention_channels=128,
-            lin_neurons=192,
-        )
+        self.model = ECAPA_TDNN(**ECAPA_SIZES)
         load_strict(self.model, state_dict, name)
         self.name, self.dim, self.fingerprint = name, 192, fingerprint
         self._freeze()
@@ -46,6 +50,17 @@ class ECAPAEncoder(SpeakerEncoder):
         feats = self.features(waves)
         feats = feats - feats.mean(dim=1, keepdim=True)
         return self.model(feats).squeeze(1)
+
+
+def random_ecapa(seed: int = 0) -> ECAPAEncoder:
+    """spkrec-ecapa-voxceleb's architecture with seeded random weights: the paper profile's white
+    box where its weights are not at hand (FLOP counts and step times do not depend on them; the
+    paper smoke test)."""
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN  # see ECAPAEncoder.__init__
+
+    torch.manual_seed(seed)
+    weights = ECAPA_TDNN(**ECAPA_SIZES).state_dict()
+    return ECAPAEncoder(weights, "random weights", name="ecapa-random")
 
 
 def ecapa_checkpoint(local_dir: str | os.PathLike | None = None) -> Path:
