@@ -33,12 +33,7 @@ from spkadv.audio import sidecar
 from spkadv.audio.io import AUDIO_SUFFIXES, AudioError
 from spkadv.base import allocator, threads
 from spkadv.cli import check
-
-SUBTYPES = {"pcm16": "PCM_16", "float": "FLOAT"}
-
-
-class UsageError(ValueError):
-    """The command line cannot be carried out (message says why)."""
+from spkadv.cli.common import SUBTYPES, UsageError
 
 
 def _parser() -> argparse.ArgumentParser:

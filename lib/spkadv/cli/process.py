@@ -17,7 +17,7 @@ from spkadv import SAMPLE_RATE
 from spkadv.audio import sidecar, streaming
 from spkadv.audio.io import AudioSource
 from spkadv.base.fileio import atomic_paths
-from spkadv.cli.main import SUBTYPES, UsageError
+from spkadv.cli.common import SUBTYPES, UsageError
 from spkadv.core import modelfile
 from spkadv.core import protect as P
 
