@@ -1,4 +1,4 @@
-# spkadv: make setup | reproduce [PROFILE=default] | test | lab | bench | lint
+# spkadv: make setup | reproduce [PROFILE=default] | results | test | lab | bench | lint
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -38,9 +38,13 @@ reproduce: setup  ## the whole paper on PROFILE (default: the embedded offline d
 	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --report
 
 STUDY ?= 90_attack_study
-study: setup  ## a study of notebooks/studies/ (STUDY=90_attack_study | 91_joint_robustness | 92_transfer | 93_blackbox) on PROFILE, after its 00_data_prep
+study: setup  ## a study of notebooks/studies/ (STUDY=90_attack_study | 91_joint_robustness | 92_transfer | 93_blackbox | 94_protect_settings) on PROFILE, after its 00_data_prep
 	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --only 00_data_prep
 	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --only $(STUDY)
+
+.PHONY: results
+results: $(STAMP)  ## docs/results/<profile>.json from each finished full run, then docs/results.md and README's generated tables
+	$(PY) -m spkadv.report.results
 
 .PHONY: report
 report: $(STAMP)  ## runs/$(PROFILE)/report/index.html from a finished run (offline HTML)

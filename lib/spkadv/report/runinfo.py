@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -95,21 +97,71 @@ def versions() -> dict[str, str]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = "not installed"
-    try:
-        root = str(config.project_root())
-        commit = subprocess.run(
-            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        out["spkadv code (git)"] = (commit or "unknown") + (" with local changes" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        out["spkadv code (git)"] = "unknown"
+    state = git_state(config.project_root())
+    out["spkadv code (git)"] = state["commit"] + (" with local changes" if state["dirty"] else "")
     return out
+
+
+# the package's sources and its package data (pyproject's [tool.setuptools.package-data])
+PACKAGE_SUFFIXES = frozenset({".py", ".json", ".txt", ".j2"})
+
+
+def package_digest(root: Path) -> str:
+    """A hash of the library: every source and package-data file under ``root``, by path and content.
+
+    Compiled files (``__pycache__``) and hidden files are left out, so only an edit of the code or
+    its data changes it.
+    """
+    files = sorted(
+        (p.relative_to(root).as_posix(), p)
+        for p in root.rglob("*")
+        if p.suffix in PACKAGE_SUFFIXES
+        and p.is_file()
+        and not any(
+            part == "__pycache__" or part.startswith(".") for part in p.relative_to(root).parts
+        )
+    )
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """``{"commit": short hash or "unknown", "dirty": tracked files changed}`` of a checkout."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else False
+    return {"commit": commit or "unknown", "dirty": dirty}
+
+
+def machine() -> dict[str, Any]:
+    """The CPU model, its vector extensions that matter here, and the usable cores."""
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    isa = "AMX" if "amx_tile" in flags else ("AVX-512" if "avx512f" in flags else "AVX2")
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return {
+        "cpu": f"{model or 'unknown CPU'} ({isa})" if flags else (model or "unknown CPU"),
+        "cores": cores,
+    }

@@ -35,15 +35,14 @@ from papermill.exceptions import PapermillExecutionError
 from traitlets.config import Config
 
 from spkadv.base import config, threads
-from spkadv.base.fileio import read_json, write_json
+from spkadv.base.fileio import read_json, write_json, write_text
 from spkadv.evaluation import targets
+from spkadv.report import results, runinfo
 from spkadv.run import batchlog
 
 STAGE_RECORD = ".stage.json"
 KERNEL = "python3"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lib/spkadv
-# the package's sources and its package data (pyproject's [tool.setuptools.package-data])
-PACKAGE_SUFFIXES = frozenset({".py", ".json", ".txt", ".j2"})
 
 
 def kernel_config() -> Config:
@@ -86,25 +85,8 @@ class Stage:
 
 
 def package_digest(root: Path = PACKAGE_DIR) -> str:
-    """A hash of the library: every source and package-data file under ``root``, by path and content.
-
-    Compiled files (``__pycache__``) and hidden files are left out, so only an edit of the code or
-    its data changes it.
-    """
-    files = sorted(
-        (p.relative_to(root).as_posix(), p)
-        for p in root.rglob("*")
-        if p.suffix in PACKAGE_SUFFIXES
-        and p.is_file()
-        and not any(
-            part == "__pycache__" or part.startswith(".") for part in p.relative_to(root).parts
-        )
-    )
-    digest = hashlib.sha256()
-    for name, path in files:
-        digest.update(name.encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
+    """A hash of the library (:func:`spkadv.report.runinfo.package_digest`)."""
+    return runinfo.package_digest(root)
 
 
 def discover(notebooks: Path) -> list[Path]:
@@ -313,6 +295,12 @@ def run(
                         flush=True,
                     )
                 out_dir = config.stage_dir(profile_name, stage.stem)
+                # what made the stages that run now: the commit and the machine (results.md)
+                summary["environment"] = {
+                    **runinfo.git_state(config.project_root()),
+                    **runinfo.machine(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
                 write_json(out_dir / STAGE_RECORD, {"status": "running", "key": key, "code": code})
                 began = time.monotonic()
                 try:
@@ -337,13 +325,21 @@ def run(
                     out_dir / STAGE_RECORD,
                     {"status": "ok", "key": key, "code": code, "seconds": seconds},
                 )
-                entry = {"status": "ok", "seconds": seconds}
-                print(f"{head}: done in {seconds / 60:.1f} min", flush=True)
+                entry = {"status": "ok", "seconds": seconds, "threads": chosen.threads}
+                figure = results.stage_headline(
+                    stage.stem, config.read_metrics(profile_name, stage.stem)
+                )
+                print(
+                    f"{head}: done in {seconds / 60:.1f} min" + (f"; {figure}" if figure else ""),
+                    flush=True,
+                )
             entry["metrics"] = config.read_metrics(profile_name, stage.stem)
             entry.setdefault("seconds", read_json(out_dir / STAGE_RECORD).get("seconds"))
             entry.pop("error", None)
             summary["stages"][stage.stem] = entry
             write_json(summary_path, summary)
+        if rerun_rest and "environment" in summary:
+            summary["environment"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         summary["total_minutes"] = round(
             sum(s.get("seconds") or 0 for s in summary["stages"].values()) / 60, 2
         )
@@ -355,6 +351,12 @@ def run(
         print(f"targets ({met} of {len(lines)} met):", flush=True)
         print("\n".join(lines), flush=True)
     print(f"summary: {summary_path}", flush=True)
+    try:  # a run of every paper stage gets its results page (make results publishes it)
+        snap = results.collect(profile_name)
+    except results.ResultsError:
+        return summary
+    page = write_text(root / "results.md", results.results_page({profile_name: snap}))
+    print(f"results: {page} (publish with `make results`)", flush=True)
     return summary
 
 

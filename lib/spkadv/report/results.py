@@ -1,0 +1,414 @@
+"""Published results: a snapshot of each profile's latest full run, and the pages made from it.
+
+``make results`` (``python -m spkadv.report.results``) does two things:
+
+1. **snapshot**: for each published profile with a finished full run under ``runs/<profile>/``
+   (every paper stage 00-60 done), it writes ``docs/results/<profile>.json``: the run's commit,
+   machine, thread counts, stage minutes, every stage's ``metrics.json`` and its Markdown tables.
+   The snapshot is committed: it is what the published pages are made from.
+2. **render**: from the snapshots alone, ``docs/results.md`` (every table of every profile) and the
+   generated blocks of ``README.md`` (headline table, run minutes) and ``notebooks/README.md``
+   (minutes per notebook), between ``<!-- results:NAME start ... -->`` and
+   ``<!-- results:NAME end -->`` markers. Nothing else in those files is touched.
+
+``--check`` renders without writing and fails when a committed page differs from what the
+snapshots give (``tests/test_results.py`` does the same), so no figure on those pages is typed.
+A pipeline run writes its own page, ``runs/<profile>/results.md``, the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from spkadv.base import config
+from spkadv.base.fileio import json_text, read_json, write_text
+from spkadv.evaluation import targets as target_records
+from spkadv.report import headline, runinfo
+
+PAPER_STAGES = (
+    "00_data_prep",
+    "10_ssed_baseline",
+    "20_joint_training",
+    "30_purification",
+    "40_table1_eer",
+    "50_table2_quality",
+    "60_attackers",
+)
+PUBLISHED = ("smoke", "default", "speechocean762", "librispeech", "paper")
+HEADLINE_PROFILES = ("default", "speechocean762", "librispeech", "paper")
+CORPUS_WORDS = {
+    "smoke": "synthetic voices, tiny",
+    "default": "synthetic voices",
+    "speechocean762": "real read speech",
+    "librispeech": "LibriSpeech 100 h",
+    "paper": "LibriSpeech 960 h",
+}
+# The Markdown tables a stage writes, in the order results.md shows them.
+STAGE_TABLES = {
+    "40_table1_eer": ("table1.md",),
+    "50_table2_quality": ("table2.md",),
+    "30_purification": ("robustness.md",),
+    "60_attackers": ("attackers.md",),
+}
+# One figure per stage for the console line and the minutes table: (metrics key, label, unit).
+STAGE_HEADLINE = {
+    "00_data_prep": ("eer_recrec_whitebox", "white-box rec-rec EER", " %"),
+    "10_ssed_baseline": ("eer_recadv", "SSED rec-adv EER", " %"),
+    "20_joint_training": ("eer_recadv", "rec-adv EER", " %"),
+    "30_purification": ("snr_an_db", "SNR after noise purification", " dB"),
+    "40_table1_eer": ("eer_whitebox_rec_adv", "Table 1 white-box rec-adv EER", " %"),
+    "50_table2_quality": ("pesq_adv", "Table 2 PESQ adv", ""),
+    "60_attackers": (
+        "attacker_stft_mask_undone_white_pct",
+        "share undone by the STFT remover",
+        " %",
+    ),
+}
+MARKER = re.compile(
+    r"(<!-- results:(?P<name>[\w-]+) start[^>]*-->\n)(?P<body>.*?)(<!-- results:(?P=name) end -->)",
+    re.S,
+)
+
+
+class ResultsError(RuntimeError):
+    """A run cannot be snapshotted or a page has no place for its generated block."""
+
+
+def snapshot_dir() -> Path:
+    return config.project_root() / "docs" / "results"
+
+
+def stage_headline(stem: str, metrics: Mapping[str, Any]) -> str:
+    """``"rec-adv EER 14.4 %"`` for a stage's console line ('' when the stage has no such figure)."""
+    key, label, unit = STAGE_HEADLINE.get(stem, ("", "", ""))
+    value = headline.number(metrics.get(key)) if key else float("nan")
+    return "" if value != value else f"{label} {value:.3g}{unit}"
+
+
+def _threads_of(stage_path: Path) -> int | None:
+    """The torch thread count a stage ran with, from its log's thread-policy line."""
+    log = stage_path / "log.txt"
+    if log.exists():
+        with log.open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if m := re.match(r"torch threads (\d+)", line):
+                    return int(m.group(1))
+    return None
+
+
+def _tables_of(stage_path: Path, stem: str) -> dict[str, str]:
+    return {
+        name: (stage_path / name).read_text(encoding="utf-8").strip()
+        for name in STAGE_TABLES.get(stem, ())
+        if (stage_path / name).exists()
+    }
+
+
+def collect(profile: str, runs: Path | None = None) -> dict[str, Any]:
+    """The snapshot of ``runs/<profile>/``: environment, and per paper stage its minutes, threads,
+    metrics and tables. Raises :class:`ResultsError` unless every paper stage finished."""
+    root = (runs or config.runs_root()) / profile
+    summary_path = root / "summary.json"
+    if not summary_path.exists():
+        raise ResultsError(f"{summary_path} is missing: run `make reproduce PROFILE={profile}`")
+    summary = read_json(summary_path)
+    stages: dict[str, Any] = {}
+    for stem in PAPER_STAGES:
+        entry = summary.get("stages", {}).get(stem, {})
+        record_path = root / stem / ".stage.json"
+        record = read_json(record_path) if record_path.exists() else {}
+        if record.get("status") != "ok" or not (root / stem / "metrics.json").exists():
+            raise ResultsError(
+                f"{profile}: stage {stem} has not finished ({record.get('status', 'not run')}); "
+                f"run `make reproduce PROFILE={profile}` to the end first"
+            )
+        stages[stem] = {
+            "minutes": round((record.get("seconds") or entry.get("seconds") or 0) / 60, 2),
+            "threads": _threads_of(root / stem),
+            "code": record.get("code"),
+            "metrics": read_json(root / stem / "metrics.json"),
+            "tables": _tables_of(root / stem, stem),
+        }
+    codes = {s["code"] for s in stages.values()}
+    if len(codes) != 1:
+        raise ResultsError(
+            f"{profile}: the stages ran with different library code ({sorted(map(str, codes))}); "
+            "rerun the pipeline so that one code version made every stage"
+        )
+    env = dict(summary.get("environment", {}))
+    return {
+        "profile": profile,
+        "environment": env,
+        "total_minutes": round(sum(s["minutes"] for s in stages.values()), 1),
+        "stages": stages,
+    }
+
+
+def with_checkout(snap: dict[str, Any], checkout: Path) -> dict[str, Any]:
+    """Fill a snapshot's commit from the clean checkout that ran it (for runs whose summary
+    predates the recorded environment); its library must be the code every stage recorded."""
+    info = runinfo.git_state(checkout)
+    if info["dirty"]:
+        raise ResultsError(f"{checkout} has local changes: its commit does not name the code")
+    code = next(iter(snap["stages"].values()))["code"]
+    if runinfo.package_digest(checkout / "lib" / "spkadv") != code:
+        raise ResultsError(f"the library in {checkout} is not the code the run recorded ({code})")
+    env = {**runinfo.machine(), **snap["environment"], "commit": info["commit"], "dirty": False}
+    env["machine_read"] = "when the snapshot was taken, on the machine of the run"
+    return {**snap, "environment": env}
+
+
+def load_snapshots(directory: Path | None = None) -> dict[str, dict[str, Any]]:
+    directory = directory or snapshot_dir()
+    found = {p.stem: read_json(p) for p in sorted(directory.glob("*.json"))}
+    return {p: found[p] for p in PUBLISHED if p in found}
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    v = headline.number(value)
+    return "n/a" if v != v else (f"{v:.{digits}f}" if abs(v) < 1e4 else f"{v:.3g}")
+
+
+def _environment_line(snap: Mapping[str, Any]) -> str:
+    env = snap.get("environment", {})
+    threads = sorted({s.get("threads") for s in snap["stages"].values() if s.get("threads")})
+    commit = env.get("commit", "unknown") + (" with local changes" if env.get("dirty") else "")
+    return (
+        f"commit {commit}; {env.get('cpu', 'CPU unknown')}, {env.get('cores', '?')} cores, "
+        f"{'/'.join(map(str, threads)) or '?'} torch thread(s); "
+        f"{snap['total_minutes']:.1f} min for stages 00-60"
+        + (f"; finished {env['finished']}" if env.get("finished") else "")
+        + (f"; {env['note']}" if env.get("note") else "")
+    )
+
+
+def headline_table(snaps: Mapping[str, Mapping[str, Any]]) -> str:
+    """Figure | paper | one column per profile, from the headline rows of stages 40 and 50."""
+    profiles = [p for p in HEADLINE_PROFILES if p in snaps]
+    if not profiles:
+        return "_No full run has been published yet: run `make reproduce`, then `make results`._"
+    rows: dict[str, dict[str, Any]] = {}
+    for p in profiles:
+        metrics = {s: v["metrics"] for s, v in snaps[p]["stages"].items()}
+        for row in headline.headline_rows(metrics):
+            rows.setdefault(row["what"], {"paper": row["paper"]})[p] = row["ours"]
+    head = "| figure | paper | " + " | ".join(f"{p} ({CORPUS_WORDS[p]})" for p in profiles) + " |"
+    lines = [head, "|---" * (2 + len(profiles)) + "|"]
+    for what, vals in rows.items():
+        lines.append(
+            f"| {what} | {_fmt(vals['paper'])} | "
+            + " | ".join(_fmt(vals.get(p)) for p in profiles)
+            + " |"
+        )
+    met = [
+        f"{sum(t.met for t in ts)} of {len(ts)}"
+        for p in profiles
+        for ts in [[t for s in snaps[p]["stages"].values() for t in _targets(s)]]
+    ]
+    lines.append("| targets met (docs/results.md) | | " + " | ".join(met) + " |")
+    return "\n".join(lines)
+
+
+def _targets(stage: Mapping[str, Any]) -> list[target_records.Target]:
+    return target_records.from_metrics(stage["metrics"])
+
+
+def minutes_lines(snaps: Mapping[str, Mapping[str, Any]], ci: Mapping[str, Any] | None) -> str:
+    """The README's measured run times: `make reproduce` per profile and `make test` in CI."""
+    lines = []
+    for p in (p for p in PUBLISHED if p in snaps and p != "smoke"):
+        lines.append(
+            f"- `make reproduce PROFILE={p}`: stages 00-60 in "
+            f"{snaps[p]['total_minutes']:.0f} min ({_environment_line(snaps[p])})."
+        )
+    if ci:
+        lines.append(
+            f"- `.ci/run` (setup, then `make test`) on a fresh clone of {ci.get('commit', '?')}: "
+            f"setup {ci.get('setup_minutes', '?')} min, `make test` {ci.get('test_minutes', '?')} "
+            f"min ({ci.get('cpu', 'CPU unknown')}, {ci.get('cores', '?')} cores)."
+        )
+    return "\n".join(lines) or "_No run has been published yet._"
+
+
+def notebook_minutes(snaps: Mapping[str, Mapping[str, Any]]) -> str:
+    """Notebook | minutes per published profile."""
+    profiles = list(snaps)
+    if not profiles:
+        return "_No full run has been published yet._"
+    lines = ["| notebook | " + " | ".join(profiles) + " |", "|---" * (1 + len(profiles)) + "|"]
+    for stem in PAPER_STAGES:
+        cells = [_fmt(snaps[p]["stages"][stem]["minutes"], 1) for p in profiles]
+        lines.append(f"| {stem} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| all | " + " | ".join(f"{snaps[p]['total_minutes']:.1f}" for p in profiles) + " |"
+    )
+    return "\n".join(lines)
+
+
+def profile_section(snap: Mapping[str, Any]) -> str:
+    """One profile's part of results.md: run facts, stage minutes, targets and every table."""
+    p = snap["profile"]
+    out = [f"## {p} ({CORPUS_WORDS.get(p, p)})", "", _environment_line(snap) + ".", ""]
+    out += ["| stage | minutes | threads | headline |", "|---|---|---|---|"]
+    for stem, s in snap["stages"].items():
+        out.append(
+            f"| {stem} | {s['minutes']:.1f} | {s.get('threads') or '?'} | "
+            f"{stage_headline(stem, s['metrics'])} |"
+        )
+    found = [(stem, t) for stem, s in snap["stages"].items() for t in _targets(s)]
+    if found:
+        out += ["", "### Targets", "", "| stage | target | measured | against | met |"]
+        out.append("|---|---|---|---|---|")
+        out += [
+            f"| {stem} | {t.name} | {t.value:.4g} | {t.target} | {'met' if t.met else 'NOT met'} |"
+            for stem, t in found
+        ]
+    for stem in STAGE_TABLES:
+        for name, text in snap["stages"].get(stem, {}).get("tables", {}).items():
+            out += ["", f"### {stem}: {name}", "", text]
+    return "\n".join(out)
+
+
+def results_page(snaps: Mapping[str, Mapping[str, Any]]) -> str:
+    parts = [
+        "# Results",
+        "",
+        "Generated by `make results` from the snapshots in `docs/results/` (one per profile: the "
+        "latest full run of `make reproduce PROFILE=<name>`); do not edit. Definitions of every "
+        "figure are in docs/protocol.md. EERs are in %.",
+        "",
+        "## Headline: the paper beside each profile",
+        "",
+        headline_table(snaps),
+    ]
+    for p in snaps:
+        parts += ["", profile_section(snaps[p])]
+    return "\n".join(parts) + "\n"
+
+
+def fill_blocks(text: str, blocks: Mapping[str, str], where: str) -> str:
+    """``text`` with each named generated block replaced; every block must have its markers."""
+    missing = set(blocks) - {m.group("name") for m in MARKER.finditer(text)}
+    if missing:
+        raise ResultsError(f"{where} has no markers for {sorted(missing)}")
+    return MARKER.sub(
+        lambda m: (
+            m.group(1) + blocks[m.group("name")].strip() + "\n" + m.group(4)
+            if m.group("name") in blocks
+            else m.group(0)
+        ),
+        text,
+    )
+
+
+def pages(root: Path, snaps: Mapping[str, Mapping[str, Any]], ci: Mapping[str, Any] | None):
+    """{path: new text} of every generated page under ``root``."""
+    readme, nb_readme = root / "README.md", root / "notebooks" / "README.md"
+    return {
+        root / "docs" / "results.md": results_page(snaps),
+        readme: fill_blocks(
+            readme.read_text(encoding="utf-8"),
+            {"headline": headline_table(snaps), "minutes": minutes_lines(snaps, ci)},
+            "README.md",
+        ),
+        nb_readme: fill_blocks(
+            nb_readme.read_text(encoding="utf-8"),
+            {"notebook-minutes": notebook_minutes(snaps)},
+            "notebooks/README.md",
+        ),
+    }
+
+
+def stale_pages(root: Path | None = None) -> list[Path]:
+    """The committed pages that differ from what the committed snapshots give."""
+    root = root or config.project_root()
+    snaps = load_snapshots(root / "docs" / "results")
+    ci = _ci(root / "docs" / "results")
+    return [
+        path
+        for path, text in pages(root, snaps, ci).items()
+        if not path.exists() or path.read_text(encoding="utf-8") != text
+    ]
+
+
+def _ci(directory: Path) -> dict[str, Any] | None:
+    path = directory / "ci" / "timing.json"
+    return read_json(path) if path.exists() else None
+
+
+def publish(
+    profiles: Sequence[str], runs: Path | None, checkout: Path | None, note: str = ""
+) -> list[str]:
+    """Snapshot the finished runs of ``profiles`` (those without a full run are left as they are)."""
+    done = []
+    for p in profiles:
+        try:
+            snap = collect(p, runs)
+        except ResultsError as err:
+            print(f"{p}: not published ({err})", flush=True)
+            continue
+        if "commit" not in snap["environment"]:
+            if checkout is None:
+                print(f"{p}: not published (the run recorded no commit; give --checkout)")
+                continue
+            snap = with_checkout(snap, checkout)
+        if note:
+            snap["environment"]["note"] = note
+        write_text(snapshot_dir() / f"{p}.json", json_text(snap))
+        done.append(p)
+    return done
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m spkadv.report.results", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--profile", action="append", help="snapshot only these (default: every published one)"
+    )
+    parser.add_argument("--runs", type=Path, help="runs folder (default: runs/ or SPKADV_RUNS)")
+    parser.add_argument(
+        "--checkout", type=Path, help="the clean checkout that made a run recording no commit"
+    )
+    parser.add_argument(
+        "--ci-timing", type=Path, help="a timing.json written by .ci/run, to publish"
+    )
+    parser.add_argument(
+        "--note", default="", help="a remark shown beside the run's figures (e.g. other load)"
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="do not snapshot; render the pages"
+    )
+    parser.add_argument("--check", action="store_true", help="fail when a committed page is stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_pages()
+        for path in stale:
+            print(
+                f"stale: {path} differs from what `make results` makes of docs/results/",
+                file=sys.stderr,
+            )
+        return 1 if stale else 0
+    if not args.render_only:
+        profiles = args.profile or [p for p in PUBLISHED if p != "smoke"]
+        publish(profiles, args.runs, args.checkout, args.note)
+    if args.ci_timing:
+        (snapshot_dir() / "ci").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.ci_timing, snapshot_dir() / "ci" / "timing.json")
+    root = config.project_root()
+    snaps = load_snapshots()
+    for path, text in pages(root, snaps, _ci(snapshot_dir())).items():
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            write_text(path, text)
+            print(f"wrote {path.relative_to(root)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Published results: snapshots of full runs and the pages generated from them."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from spkadv.base.fileio import read_json, write_json
+from spkadv.evaluation import targets
+from spkadv.report import results, runinfo
+
+
+def fake_run(runs, profile="default", code="c0de", stop=None, threads=2):
+    """A finished run of every paper stage (or up to ``stop``, which is left unfinished)."""
+    root = runs / profile
+    for i, stem in enumerate(results.PAPER_STAGES):
+        stage = root / stem
+        stage.mkdir(parents=True)
+        status = "running" if stem == stop else "ok"
+        write_json(stage / ".stage.json", {"status": status, "code": code, "seconds": 60.0 * (i + 1)})
+        metrics = {"eer_recadv": 10.0 + i}
+        if stem == "40_table1_eer":
+            metrics |= {"eer_whitebox_rec_adv": 14.44, "paper_eer_whitebox_rec_adv": 18.62}
+            (stage / "table1.md").write_text("| set | rec-adv |\n|---|---|\n| eval | 14.44 |\n")
+        if stem == "20_joint_training":
+            metrics |= targets.as_metrics([targets.record("rec-adv >= 4x rec-rec", 3.2, ">= 4", False)])
+        write_json(stage / "metrics.json", metrics)
+        (stage / "log.txt").write_text(f"parameters: {{}}\ntorch threads {threads} (auto)\n")
+        if stem == stop:
+            break
+    env = {"commit": "abc1234", "dirty": False, "cpu": "Test CPU (AVX2)", "cores": 2}
+    write_json(root / "summary.json", {"profile": profile, "environment": env, "stages": {}})
+    return root
+
+
+def test_committed_pages_equal_what_make_results_makes_of_the_snapshots():
+    stale = results.stale_pages()
+    assert not stale, f"run `make results` (stale: {[str(p) for p in stale]})"
+
+
+def test_a_snapshot_holds_minutes_threads_metrics_tables_and_environment(tmp_path):
+    fake_run(tmp_path)
+    snap = results.collect("default", tmp_path)
+    assert snap["environment"]["commit"] == "abc1234"
+    assert snap["stages"]["10_ssed_baseline"]["minutes"] == 2.0
+    assert snap["stages"]["60_attackers"]["threads"] == 2
+    assert snap["total_minutes"] == pytest.approx(sum(range(1, 8)))
+    assert "14.44" in snap["stages"]["40_table1_eer"]["tables"]["table1.md"]
+
+
+def test_an_unfinished_run_is_not_snapshotted(tmp_path):
+    fake_run(tmp_path, stop="40_table1_eer")
+    with pytest.raises(results.ResultsError, match="40_table1_eer has not finished"):
+        results.collect("default", tmp_path)
+    with pytest.raises(results.ResultsError, match="summary.json is missing"):
+        results.collect("speechocean762", tmp_path)
+
+
+def test_stages_made_by_different_code_are_not_one_run(tmp_path):
+    root = fake_run(tmp_path)
+    write_json(root / "50_table2_quality" / ".stage.json", {"status": "ok", "code": "other"})
+    with pytest.raises(results.ResultsError, match="different library code"):
+        results.collect("default", tmp_path)
+
+
+def test_the_page_shows_the_paper_beside_the_run_and_every_target(tmp_path):
+    fake_run(tmp_path)
+    page = results.results_page({"default": results.collect("default", tmp_path)})
+    row = next(line for line in page.splitlines() if line.startswith("| EER rec-adv, whitebox"))
+    assert "| 18.62 | 14.44 |" in row
+    assert "| 20_joint_training | rec-adv >= 4x rec-rec | 3.2 | >= 4 | NOT met |" in page
+    assert "commit abc1234; Test CPU (AVX2), 2 cores, 2 torch thread(s)" in page
+    assert "| set | rec-adv |" in page  # the stage's own table
+    assert "| targets met (docs/results.md) | | 0 of 1 |" in page
+
+
+def test_generated_blocks_replace_only_what_is_between_their_markers():
+    text = (
+        "intro 1.0\n<!-- results:headline start (generated) -->\nold 2.0\n"
+        "<!-- results:headline end -->\nafter 3.0\n<!-- results:other start -->\nkeep\n"
+        "<!-- results:other end -->\n"
+    )
+    out = results.fill_blocks(text, {"headline": "| new |"}, "README.md")
+    assert out == text.replace("old 2.0", "| new |")
+    assert results.fill_blocks(out, {"headline": "| new |"}, "README.md") == out  # stable
+    with pytest.raises(results.ResultsError, match="no markers for \\['minutes'\\]"):
+        results.fill_blocks(text, {"minutes": "x"}, "README.md")
+
+
+def test_publishing_writes_a_snapshot_only_for_finished_runs(tmp_path, monkeypatch, capsys):
+    fake_run(tmp_path, "default")
+    fake_run(tmp_path, "speechocean762", stop="60_attackers")
+    monkeypatch.setattr(results, "snapshot_dir", lambda: tmp_path / "published")
+    assert results.publish(["default", "speechocean762", "paper"], tmp_path, None) == ["default"]
+    assert read_json(tmp_path / "published" / "default.json")["profile"] == "default"
+    assert "speechocean762: not published" in capsys.readouterr().out
+
+
+def test_a_run_without_a_recorded_commit_needs_the_clean_checkout_that_made_it(tmp_path):
+    checkout = tmp_path / "checkout"
+    package = checkout / "lib" / "spkadv"
+    package.mkdir(parents=True)
+    (package / "mod.py").write_text("x = 1\n")
+    git = ["git", "-C", str(checkout), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    runs = tmp_path / "runs"
+    fake_run(runs, code=runinfo.package_digest(package))
+    snap = results.collect("default", runs)
+    snap["environment"] = {}
+    filled = results.with_checkout(snap, checkout)
+    assert filled["environment"]["commit"] == runinfo.git_state(checkout)["commit"] != "unknown"
+    (package / "mod.py").write_text("x = 2\n")  # no longer the code that ran
+    with pytest.raises(results.ResultsError, match="local changes"):
+        results.with_checkout(snap, checkout)
+    subprocess.run([*git, "commit", "-qam", "y"], check=True)
+    with pytest.raises(results.ResultsError, match="not the code the run recorded"):
+        results.with_checkout(snap, checkout)
+
+
+def test_stage_headline_for_the_console():
+    assert results.stage_headline("40_table1_eer", {"eer_whitebox_rec_adv": 14.436}) == (
+        "Table 1 white-box rec-adv EER 14.4 %"
+    )
+    assert results.stage_headline("40_table1_eer", {}) == ""
+    assert results.stage_headline("99_other", {"x": 1}) == ""
