@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from spkadv.base.fileio import read_json, write_json
 from spkadv.evaluation import targets
 from spkadv.report import results, runinfo
@@ -18,13 +17,17 @@ def fake_run(runs, profile="default", code="c0de", stop=None, threads=2):
         stage = root / stem
         stage.mkdir(parents=True)
         status = "running" if stem == stop else "ok"
-        write_json(stage / ".stage.json", {"status": status, "code": code, "seconds": 60.0 * (i + 1)})
+        write_json(
+            stage / ".stage.json", {"status": status, "code": code, "seconds": 60.0 * (i + 1)}
+        )
         metrics = {"eer_recadv": 10.0 + i}
         if stem == "40_table1_eer":
             metrics |= {"eer_whitebox_rec_adv": 14.44, "paper_eer_whitebox_rec_adv": 18.62}
             (stage / "table1.md").write_text("| set | rec-adv |\n|---|---|\n| eval | 14.44 |\n")
         if stem == "20_joint_training":
-            metrics |= targets.as_metrics([targets.record("rec-adv >= 4x rec-rec", 3.2, ">= 4", False)])
+            metrics |= targets.as_metrics(
+                [targets.record("rec-adv >= 4x rec-rec", 3.2, ">= 4", False)]
+            )
         write_json(stage / "metrics.json", metrics)
         (stage / "log.txt").write_text(f"parameters: {{}}\ntorch threads {threads} (auto)\n")
         if stem == stop:

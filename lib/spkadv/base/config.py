@@ -32,6 +32,7 @@ STUDY_STAGES = (
     "91_joint_robustness",
     "92_transfer",
     "93_blackbox",
+    "94_protect_settings",
 )  # notebooks/studies/, run only when named
 
 
