@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from spkadv.base.fileio import read_json, write_json
 from spkadv.evaluation import targets
-from spkadv.report import results, runinfo
+from spkadv.report import result_pages, results, runinfo
 
 
 def fake_run(runs, profile="default", code="c0de", stop=None, threads=2):
@@ -124,8 +124,29 @@ def test_a_run_without_a_recorded_commit_needs_the_clean_checkout_that_made_it(t
 
 
 def test_stage_headline_for_the_console():
-    assert results.stage_headline("40_table1_eer", {"eer_whitebox_rec_adv": 14.436}) == (
+    assert result_pages.stage_headline("40_table1_eer", {"eer_whitebox_rec_adv": 14.436}) == (
         "Table 1 white-box rec-adv EER 14.4 %"
     )
-    assert results.stage_headline("40_table1_eer", {}) == ""
-    assert results.stage_headline("99_other", {"x": 1}) == ""
+    assert result_pages.stage_headline("40_table1_eer", {}) == ""
+    assert result_pages.stage_headline("99_other", {"x": 1}) == ""
+
+
+def test_finished_studies_go_into_the_snapshot_and_the_dev_choices(tmp_path):
+    root = fake_run(tmp_path)
+    study = root / "94_protect_settings"
+    study.mkdir()
+    write_json(study / ".stage.json", {"status": "ok", "code": "newer", "seconds": 120.0})
+    metrics = {"current": "10 steps", "chosen": "10 steps", "dev_confirms_current": True}
+    write_json(study / "metrics.json", metrics | {"conclusion": "dev confirms 10 steps."})
+    (study / "settings.md").write_text("| variant | eer_recadv |\n|---|---|\n| 10 steps | 9.9 |\n")
+    unfinished = root / "93_blackbox"
+    unfinished.mkdir()
+    write_json(unfinished / ".stage.json", {"status": "failed", "code": "newer"})
+    snap = results.collect("default", tmp_path)
+    assert list(snap["studies"]) == ["94_protect_settings"]
+    page = results.results_page({"default": snap})
+    assert "### Study 94_protect_settings (dev speakers, 2.0 min)" in page
+    assert "| 10 steps | 9.9 |" in page
+    choices = result_pages.dev_choices({"default": snap})
+    assert choices.startswith("- **default**: dev confirms the setting chosen earlier on eval")
+    assert result_pages.dev_choices({}).startswith("_Study 94 has not been published")

@@ -28,48 +28,19 @@ from typing import Any
 
 from spkadv.base import config
 from spkadv.base.fileio import json_text, read_json, write_text
-from spkadv.evaluation import targets as target_records
-from spkadv.report import headline, runinfo
-
-PAPER_STAGES = (
-    "00_data_prep",
-    "10_ssed_baseline",
-    "20_joint_training",
-    "30_purification",
-    "40_table1_eer",
-    "50_table2_quality",
-    "60_attackers",
+from spkadv.report import runinfo
+from spkadv.report.result_pages import (
+    PAPER_STAGES,
+    PUBLISHED,
+    STAGE_TABLES,
+    STUDY_TABLES,
+    dev_choices,
+    headline_table,
+    minutes_lines,
+    notebook_minutes,
+    results_page,
 )
-PUBLISHED = ("smoke", "default", "speechocean762", "librispeech", "paper")
-HEADLINE_PROFILES = ("default", "speechocean762", "librispeech", "paper")
-CORPUS_WORDS = {
-    "smoke": "synthetic voices, tiny",
-    "default": "synthetic voices",
-    "speechocean762": "real read speech",
-    "librispeech": "LibriSpeech 100 h",
-    "paper": "LibriSpeech 960 h",
-}
-# The Markdown tables a stage writes, in the order results.md shows them.
-STAGE_TABLES = {
-    "40_table1_eer": ("table1.md",),
-    "50_table2_quality": ("table2.md",),
-    "30_purification": ("robustness.md",),
-    "60_attackers": ("attackers.md",),
-}
-# One figure per stage for the console line and the minutes table: (metrics key, label, unit).
-STAGE_HEADLINE = {
-    "00_data_prep": ("eer_recrec_whitebox", "white-box rec-rec EER", " %"),
-    "10_ssed_baseline": ("eer_recadv", "SSED rec-adv EER", " %"),
-    "20_joint_training": ("eer_recadv", "rec-adv EER", " %"),
-    "30_purification": ("snr_an_db", "SNR after noise purification", " dB"),
-    "40_table1_eer": ("eer_whitebox_rec_adv", "Table 1 white-box rec-adv EER", " %"),
-    "50_table2_quality": ("pesq_adv", "Table 2 PESQ adv", ""),
-    "60_attackers": (
-        "attacker_stft_mask_undone_white_pct",
-        "share undone by the STFT remover",
-        " %",
-    ),
-}
+
 MARKER = re.compile(
     r"(<!-- results:(?P<name>[\w-]+) start[^>]*-->\n)(?P<body>.*?)(<!-- results:(?P=name) end -->)",
     re.S,
@@ -82,13 +53,6 @@ class ResultsError(RuntimeError):
 
 def snapshot_dir() -> Path:
     return config.project_root() / "docs" / "results"
-
-
-def stage_headline(stem: str, metrics: Mapping[str, Any]) -> str:
-    """``"rec-adv EER 14.4 %"`` for a stage's console line ('' when the stage has no such figure)."""
-    key, label, unit = STAGE_HEADLINE.get(stem, ("", "", ""))
-    value = headline.number(metrics.get(key)) if key else float("nan")
-    return "" if value != value else f"{label} {value:.3g}{unit}"
 
 
 def _threads_of(stage_path: Path) -> int | None:
@@ -147,7 +111,29 @@ def collect(profile: str, runs: Path | None = None) -> dict[str, Any]:
         "environment": env,
         "total_minutes": round(sum(s["minutes"] for s in stages.values()), 1),
         "stages": stages,
+        "studies": _studies_of(root),
     }
+
+
+def _studies_of(root: Path) -> dict[str, Any]:
+    """The finished studies of a run folder (each with the code digest that ran it)."""
+    found = {}
+    for stem, tables in STUDY_TABLES.items():
+        record_path = root / stem / ".stage.json"
+        record = read_json(record_path) if record_path.exists() else {}
+        if record.get("status") == "ok" and (root / stem / "metrics.json").exists():
+            found[stem] = {
+                "minutes": round((record.get("seconds") or 0) / 60, 2),
+                "threads": _threads_of(root / stem),
+                "code": record.get("code"),
+                "metrics": read_json(root / stem / "metrics.json"),
+                "tables": {
+                    n: (root / stem / n).read_text(encoding="utf-8").strip()
+                    for n in tables
+                    if (root / stem / n).exists()
+                },
+            }
+    return found
 
 
 def with_checkout(snap: dict[str, Any], checkout: Path) -> dict[str, Any]:
@@ -168,128 +154,6 @@ def load_snapshots(directory: Path | None = None) -> dict[str, dict[str, Any]]:
     directory = directory or snapshot_dir()
     found = {p.stem: read_json(p) for p in sorted(directory.glob("*.json"))}
     return {p: found[p] for p in PUBLISHED if p in found}
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    v = headline.number(value)
-    return "n/a" if v != v else (f"{v:.{digits}f}" if abs(v) < 1e4 else f"{v:.3g}")
-
-
-def _environment_line(snap: Mapping[str, Any]) -> str:
-    env = snap.get("environment", {})
-    threads = sorted({s.get("threads") for s in snap["stages"].values() if s.get("threads")})
-    commit = env.get("commit", "unknown") + (" with local changes" if env.get("dirty") else "")
-    return (
-        f"commit {commit}; {env.get('cpu', 'CPU unknown')}, {env.get('cores', '?')} cores, "
-        f"{'/'.join(map(str, threads)) or '?'} torch thread(s); "
-        f"{snap['total_minutes']:.1f} min for stages 00-60"
-        + (f"; finished {env['finished']}" if env.get("finished") else "")
-        + (f"; {env['note']}" if env.get("note") else "")
-    )
-
-
-def headline_table(snaps: Mapping[str, Mapping[str, Any]]) -> str:
-    """Figure | paper | one column per profile, from the headline rows of stages 40 and 50."""
-    profiles = [p for p in HEADLINE_PROFILES if p in snaps]
-    if not profiles:
-        return "_No full run has been published yet: run `make reproduce`, then `make results`._"
-    rows: dict[str, dict[str, Any]] = {}
-    for p in profiles:
-        metrics = {s: v["metrics"] for s, v in snaps[p]["stages"].items()}
-        for row in headline.headline_rows(metrics):
-            rows.setdefault(row["what"], {"paper": row["paper"]})[p] = row["ours"]
-    head = "| figure | paper | " + " | ".join(f"{p} ({CORPUS_WORDS[p]})" for p in profiles) + " |"
-    lines = [head, "|---" * (2 + len(profiles)) + "|"]
-    for what, vals in rows.items():
-        lines.append(
-            f"| {what} | {_fmt(vals['paper'])} | "
-            + " | ".join(_fmt(vals.get(p)) for p in profiles)
-            + " |"
-        )
-    met = [
-        f"{sum(t.met for t in ts)} of {len(ts)}"
-        for p in profiles
-        for ts in [[t for s in snaps[p]["stages"].values() for t in _targets(s)]]
-    ]
-    lines.append("| targets met (docs/results.md) | | " + " | ".join(met) + " |")
-    return "\n".join(lines)
-
-
-def _targets(stage: Mapping[str, Any]) -> list[target_records.Target]:
-    return target_records.from_metrics(stage["metrics"])
-
-
-def minutes_lines(snaps: Mapping[str, Mapping[str, Any]], ci: Mapping[str, Any] | None) -> str:
-    """The README's measured run times: `make reproduce` per profile and `make test` in CI."""
-    lines = []
-    for p in (p for p in PUBLISHED if p in snaps and p != "smoke"):
-        lines.append(
-            f"- `make reproduce PROFILE={p}`: stages 00-60 in "
-            f"{snaps[p]['total_minutes']:.0f} min ({_environment_line(snaps[p])})."
-        )
-    if ci:
-        lines.append(
-            f"- `.ci/run` (setup, then `make test`) on a fresh clone of {ci.get('commit', '?')}: "
-            f"setup {ci.get('setup_minutes', '?')} min, `make test` {ci.get('test_minutes', '?')} "
-            f"min ({ci.get('cpu', 'CPU unknown')}, {ci.get('cores', '?')} cores)."
-        )
-    return "\n".join(lines) or "_No run has been published yet._"
-
-
-def notebook_minutes(snaps: Mapping[str, Mapping[str, Any]]) -> str:
-    """Notebook | minutes per published profile."""
-    profiles = list(snaps)
-    if not profiles:
-        return "_No full run has been published yet._"
-    lines = ["| notebook | " + " | ".join(profiles) + " |", "|---" * (1 + len(profiles)) + "|"]
-    for stem in PAPER_STAGES:
-        cells = [_fmt(snaps[p]["stages"][stem]["minutes"], 1) for p in profiles]
-        lines.append(f"| {stem} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| all | " + " | ".join(f"{snaps[p]['total_minutes']:.1f}" for p in profiles) + " |"
-    )
-    return "\n".join(lines)
-
-
-def profile_section(snap: Mapping[str, Any]) -> str:
-    """One profile's part of results.md: run facts, stage minutes, targets and every table."""
-    p = snap["profile"]
-    out = [f"## {p} ({CORPUS_WORDS.get(p, p)})", "", _environment_line(snap) + ".", ""]
-    out += ["| stage | minutes | threads | headline |", "|---|---|---|---|"]
-    for stem, s in snap["stages"].items():
-        out.append(
-            f"| {stem} | {s['minutes']:.1f} | {s.get('threads') or '?'} | "
-            f"{stage_headline(stem, s['metrics'])} |"
-        )
-    found = [(stem, t) for stem, s in snap["stages"].items() for t in _targets(s)]
-    if found:
-        out += ["", "### Targets", "", "| stage | target | measured | against | met |"]
-        out.append("|---|---|---|---|---|")
-        out += [
-            f"| {stem} | {t.name} | {t.value:.4g} | {t.target} | {'met' if t.met else 'NOT met'} |"
-            for stem, t in found
-        ]
-    for stem in STAGE_TABLES:
-        for name, text in snap["stages"].get(stem, {}).get("tables", {}).items():
-            out += ["", f"### {stem}: {name}", "", text]
-    return "\n".join(out)
-
-
-def results_page(snaps: Mapping[str, Mapping[str, Any]]) -> str:
-    parts = [
-        "# Results",
-        "",
-        "Generated by `make results` from the snapshots in `docs/results/` (one per profile: the "
-        "latest full run of `make reproduce PROFILE=<name>`); do not edit. Definitions of every "
-        "figure are in docs/protocol.md. EERs are in %.",
-        "",
-        "## Headline: the paper beside each profile",
-        "",
-        headline_table(snaps),
-    ]
-    for p in snaps:
-        parts += ["", profile_section(snaps[p])]
-    return "\n".join(parts) + "\n"
 
 
 def fill_blocks(text: str, blocks: Mapping[str, str], where: str) -> str:
@@ -314,7 +178,11 @@ def pages(root: Path, snaps: Mapping[str, Mapping[str, Any]], ci: Mapping[str, A
         root / "docs" / "results.md": results_page(snaps),
         readme: fill_blocks(
             readme.read_text(encoding="utf-8"),
-            {"headline": headline_table(snaps), "minutes": minutes_lines(snaps, ci)},
+            {
+                "headline": headline_table(snaps),
+                "minutes": minutes_lines(snaps, ci),
+                "dev-choices": dev_choices(snaps),
+            },
             "README.md",
         ),
         nb_readme: fill_blocks(

@@ -37,7 +37,7 @@ from traitlets.config import Config
 from spkadv.base import config, threads
 from spkadv.base.fileio import read_json, write_json, write_text
 from spkadv.evaluation import targets
-from spkadv.report import results, runinfo
+from spkadv.report import result_pages, results, runinfo
 from spkadv.run import batchlog
 
 STAGE_RECORD = ".stage.json"
@@ -326,7 +326,7 @@ def run(
                     {"status": "ok", "key": key, "code": code, "seconds": seconds},
                 )
                 entry = {"status": "ok", "seconds": seconds, "threads": chosen.threads}
-                figure = results.stage_headline(
+                figure = result_pages.stage_headline(
                     stage.stem, config.read_metrics(profile_name, stage.stem)
                 )
                 print(

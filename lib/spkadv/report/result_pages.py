@@ -1,0 +1,207 @@
+"""The pages of published results: the headline table, run minutes, per-profile sections and the
+dev choices, rendered from snapshots (:mod:`spkadv.report.results`) alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from spkadv.evaluation import targets as target_records
+from spkadv.report import headline
+
+PAPER_STAGES = (
+    "00_data_prep",
+    "10_ssed_baseline",
+    "20_joint_training",
+    "30_purification",
+    "40_table1_eer",
+    "50_table2_quality",
+    "60_attackers",
+)
+PUBLISHED = ("smoke", "default", "speechocean762", "librispeech", "paper")
+HEADLINE_PROFILES = ("default", "speechocean762", "librispeech", "paper")
+CORPUS_WORDS = {
+    "smoke": "synthetic voices, tiny",
+    "default": "synthetic voices",
+    "speechocean762": "real read speech",
+    "librispeech": "LibriSpeech 100 h",
+    "paper": "LibriSpeech 960 h",
+}
+# The Markdown tables a stage writes, in the order results.md shows them.
+STAGE_TABLES = {
+    "40_table1_eer": ("table1.md",),
+    "50_table2_quality": ("table2.md",),
+    "30_purification": ("robustness.md",),
+    "60_attackers": ("attackers.md",),
+}
+# The studies a snapshot takes when they finished in the run folder (measured on dev speakers).
+STUDY_TABLES = {
+    "90_attack_study": ("study.md",),
+    "91_joint_robustness": ("runs.md",),
+    "92_transfer": (),
+    "93_blackbox": ("blackbox.md",),
+    "94_protect_settings": ("settings.md",),
+}
+# One figure per stage for the console line and the minutes table: (metrics key, label, unit).
+STAGE_HEADLINE = {
+    "00_data_prep": ("eer_recrec_whitebox", "white-box rec-rec EER", " %"),
+    "10_ssed_baseline": ("eer_recadv", "SSED rec-adv EER", " %"),
+    "20_joint_training": ("eer_recadv", "rec-adv EER", " %"),
+    "30_purification": ("snr_an_db", "SNR after noise purification", " dB"),
+    "40_table1_eer": ("eer_whitebox_rec_adv", "Table 1 white-box rec-adv EER", " %"),
+    "50_table2_quality": ("pesq_adv", "Table 2 PESQ adv", ""),
+    "60_attackers": (
+        "attacker_stft_mask_undone_white_pct",
+        "share undone by the STFT remover",
+        " %",
+    ),
+}
+
+
+def stage_headline(stem: str, metrics: Mapping[str, Any]) -> str:
+    """``"rec-adv EER 14.4 %"`` for a stage's console line ('' when the stage has no such figure)."""
+    key, label, unit = STAGE_HEADLINE.get(stem, ("", "", ""))
+    value = headline.number(metrics.get(key)) if key else float("nan")
+    return "" if value != value else f"{label} {value:.3g}{unit}"
+
+
+def dev_choices(snaps: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per profile, what study 94 concluded on the dev speakers about the protect-time settings."""
+    lines = []
+    for p, snap in snaps.items():
+        m = snap.get("studies", {}).get("94_protect_settings", {}).get("metrics")
+        if m:
+            verdict = "confirms" if m.get("dev_confirms_current") else "does not confirm"
+            lines.append(
+                f"- **{p}**: dev {verdict} the setting chosen earlier on eval speakers "
+                f"('{m.get('current')}'): {m.get('conclusion', '')}"
+            )
+    return "\n".join(lines) or "_Study 94 has not been published for any profile yet._"
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    v = headline.number(value)
+    return "n/a" if v != v else (f"{v:.{digits}f}" if abs(v) < 1e4 else f"{v:.3g}")
+
+
+def _environment_line(snap: Mapping[str, Any]) -> str:
+    env = snap.get("environment", {})
+    threads = sorted({s.get("threads") for s in snap["stages"].values() if s.get("threads")})
+    commit = env.get("commit", "unknown") + (" with local changes" if env.get("dirty") else "")
+    return (
+        f"commit {commit}; {env.get('cpu', 'CPU unknown')}, {env.get('cores', '?')} cores, "
+        f"{'/'.join(map(str, threads)) or '?'} torch thread(s); "
+        f"{snap['total_minutes']:.1f} min for stages 00-60"
+        + (f"; finished {env['finished']}" if env.get("finished") else "")
+        + (f"; {env['note']}" if env.get("note") else "")
+    )
+
+
+def headline_table(snaps: Mapping[str, Mapping[str, Any]]) -> str:
+    """Figure | paper | one column per profile, from the headline rows of stages 40 and 50."""
+    profiles = [p for p in HEADLINE_PROFILES if p in snaps]
+    if not profiles:
+        return "_No full run has been published yet: run `make reproduce`, then `make results`._"
+    rows: dict[str, dict[str, Any]] = {}
+    for p in profiles:
+        metrics = {s: v["metrics"] for s, v in snaps[p]["stages"].items()}
+        for row in headline.headline_rows(metrics):
+            rows.setdefault(row["what"], {"paper": row["paper"]})[p] = row["ours"]
+    head = "| figure | paper | " + " | ".join(f"{p} ({CORPUS_WORDS[p]})" for p in profiles) + " |"
+    lines = [head, "|---" * (2 + len(profiles)) + "|"]
+    for what, vals in rows.items():
+        lines.append(
+            f"| {what} | {_fmt(vals['paper'])} | "
+            + " | ".join(_fmt(vals.get(p)) for p in profiles)
+            + " |"
+        )
+    met = [
+        f"{sum(t.met for t in ts)} of {len(ts)}"
+        for p in profiles
+        for ts in [[t for s in snaps[p]["stages"].values() for t in _targets(s)]]
+    ]
+    lines.append("| targets met (docs/results.md) | | " + " | ".join(met) + " |")
+    return "\n".join(lines)
+
+
+def _targets(stage: Mapping[str, Any]) -> list[target_records.Target]:
+    return target_records.from_metrics(stage["metrics"])
+
+
+def minutes_lines(snaps: Mapping[str, Mapping[str, Any]], ci: Mapping[str, Any] | None) -> str:
+    """The README's measured run times: `make reproduce` per profile and `make test` in CI."""
+    lines = []
+    for p in (p for p in PUBLISHED if p in snaps and p != "smoke"):
+        lines.append(
+            f"- `make reproduce PROFILE={p}`: stages 00-60 in "
+            f"{snaps[p]['total_minutes']:.0f} min ({_environment_line(snaps[p])})."
+        )
+    if ci:
+        lines.append(
+            f"- `.ci/run` (setup, then `make test`) on a fresh clone of {ci.get('commit', '?')}: "
+            f"setup {ci.get('setup_minutes', '?')} min, `make test` {ci.get('test_minutes', '?')} "
+            f"min ({ci.get('cpu', 'CPU unknown')}, {ci.get('cores', '?')} cores)."
+        )
+    return "\n".join(lines) or "_No run has been published yet._"
+
+
+def notebook_minutes(snaps: Mapping[str, Mapping[str, Any]]) -> str:
+    """Notebook | minutes per published profile."""
+    profiles = list(snaps)
+    if not profiles:
+        return "_No full run has been published yet._"
+    lines = ["| notebook | " + " | ".join(profiles) + " |", "|---" * (1 + len(profiles)) + "|"]
+    for stem in PAPER_STAGES:
+        cells = [_fmt(snaps[p]["stages"][stem]["minutes"], 1) for p in profiles]
+        lines.append(f"| {stem} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| all | " + " | ".join(f"{snaps[p]['total_minutes']:.1f}" for p in profiles) + " |"
+    )
+    return "\n".join(lines)
+
+
+def profile_section(snap: Mapping[str, Any]) -> str:
+    """One profile's part of results.md: run facts, stage minutes, targets and every table."""
+    p = snap["profile"]
+    out = [f"## {p} ({CORPUS_WORDS.get(p, p)})", "", _environment_line(snap) + ".", ""]
+    out += ["| stage | minutes | threads | headline |", "|---|---|---|---|"]
+    for stem, s in snap["stages"].items():
+        out.append(
+            f"| {stem} | {s['minutes']:.1f} | {s.get('threads') or '?'} | "
+            f"{stage_headline(stem, s['metrics'])} |"
+        )
+    found = [(stem, t) for stem, s in snap["stages"].items() for t in _targets(s)]
+    if found:
+        out += ["", "### Targets", "", "| stage | target | measured | against | met |"]
+        out.append("|---|---|---|---|---|")
+        out += [
+            f"| {stem} | {t.name} | {t.value:.4g} | {t.target} | {'met' if t.met else 'NOT met'} |"
+            for stem, t in found
+        ]
+    for stem in STAGE_TABLES:
+        for name, text in snap["stages"].get(stem, {}).get("tables", {}).items():
+            out += ["", f"### {stem}: {name}", "", text]
+    for stem, study in snap.get("studies", {}).items():
+        out += ["", f"### Study {stem} (dev speakers, {study['minutes']:.1f} min)"]
+        if conclusion := study["metrics"].get("conclusion"):
+            out += ["", str(conclusion)]
+        for text in study.get("tables", {}).values():
+            out += ["", text]
+    return "\n".join(out)
+
+
+def results_page(snaps: Mapping[str, Mapping[str, Any]]) -> str:
+    parts = [
+        "# Results",
+        "",
+        "Generated by `make results` from the snapshots in `docs/results/` (one per profile: the "
+        "latest full run of `make reproduce PROFILE=<name>`); do not edit. Definitions of every "
+        "figure are in docs/protocol.md. EERs are in %.",
+        "",
+        "## Headline: the paper beside each profile",
+        "",
+        headline_table(snaps),
+    ]
+    for p in snaps:
+        parts += ["", profile_section(snaps[p])]
+    return "\n".join(parts) + "\n"
