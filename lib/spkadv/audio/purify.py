@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +246,30 @@ def spec_available(spec: str) -> tuple[bool, str]:
     """Whether a spec can run on this machine (codecs need ffmpeg), and why not."""
     kind, _ = parse_spec(spec)
     return codec_available(kind) if kind in CODECS else (True, "")
+
+
+def purifier_specs(
+    noise_snr_db: float, quant_factor: int, median_kernel: int, extras: Sequence[str] = ()
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Notebook 30's purifiers: ``({condition: spec}, {spec: why skipped})``.
+
+    The paper's three (``an``: noise at ``noise_snr_db``, ``qt``: quantisation by ``quant_factor``,
+    ``ms``: median smoothing over ``median_kernel`` samples), then each of ``extras`` (a spec, named
+    by itself) that can run here; the others are returned with the reason (a codec without ffmpeg).
+    """
+    purifiers = {
+        "an": f"noise_{noise_snr_db}",
+        "qt": f"quantize_{quant_factor}",
+        "ms": f"median_{median_kernel}",
+    }
+    skipped = {}
+    for spec in extras:
+        ok, why = spec_available(spec)
+        if ok:
+            purifiers[spec] = spec
+        else:
+            skipped[spec] = why
+    return purifiers, skipped
 
 
 def apply(spec: str, x: np.ndarray, sr: int = SAMPLE_RATE, seed: int | None = 0) -> np.ndarray:

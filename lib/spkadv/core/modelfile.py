@@ -150,6 +150,35 @@ def save_model(
     return Path(path)
 
 
+def model_meta(
+    profile: str,
+    encoder: str,
+    steps: int,
+    code_steps: int,
+    snr_target_db: float,
+    code_sigma: float,
+    code_dim: int,
+    code_bf16: bool | None = None,
+) -> dict[str, Any]:
+    """The ``meta`` a training notebook stores in its model file.
+
+    ``code_steps`` (and ``code_bf16``, left out when None) say how protect optimises the
+    per-utterance code; ``code_radius`` = ``code_sigma`` √``code_dim`` bounds it to the codes seen in
+    training; ``encoder`` and ``snr_target_db`` record what the model was trained against.
+    """
+    meta: dict[str, Any] = {
+        "profile": profile,
+        "steps": steps,
+        "encoder": encoder,
+        "code_steps": code_steps,
+    }
+    if code_bf16 is not None:
+        meta["code_bf16"] = code_bf16
+    meta["snr_target_db"] = snr_target_db
+    meta["code_radius"] = code_sigma * code_dim**0.5
+    return meta
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ProtectionModel:
     """Load and verify a model file (no code execution; fingerprint re-computed and checked)."""
     path = Path(path)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spkadv.base.config import project_root
 from spkadv.base.fileio import write_json
 from spkadv.data import speechocean762, synth
 from spkadv.data.librispeech import download_librispeech, load_librispeech
@@ -330,9 +331,65 @@ def prepare_corpus(
     return read_manifest(mpath), {**build, "reused": False}
 
 
+def repo_path(text: str) -> Path | None:
+    """A path parameter (relative paths from the repository root), resolved; None when empty."""
+    return (project_root() / text).resolve() if text else None
+
+
+def _names(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def synth_config_from_params(params: dict) -> synth.SynthConfig:
+    """The synthetic corpus's :class:`~spkadv.data.synth.SynthConfig` from notebook 00's parameters."""
+    return synth.SynthConfig(
+        eval_speakers_per_gender=params["EVAL_SPEAKERS_PER_GENDER"],
+        train_speakers_per_gender=params["SYNTH_TRAIN_SPEAKERS_PER_GENDER"],
+        dev_speakers_per_gender=params["SYNTH_DEV_SPEAKERS_PER_GENDER"],
+        utterances_per_speaker=params["SYNTH_UTTERANCES_PER_SPEAKER"],
+        candidates_per_gender=params["SYNTH_CANDIDATES_PER_GENDER"],
+        base_voices=tuple(_names(params["SYNTH_BASE_VOICES"])),
+        base_reuse=params["SYNTH_BASE_REUSE"],
+        screen_utterances=params["SYNTH_SCREEN_UTTERANCES"],
+        duplicate_cosine=params["SYNTH_DUPLICATE_COSINE"],
+        seed=params["SEED"],
+        workers=params["SYNTH_WORKERS"],
+    )
+
+
+def prepare_from_params(
+    corpus_dir: str | os.PathLike, params: dict, embed_fn=None
+) -> tuple[pd.DataFrame, dict]:
+    """:func:`prepare_corpus` with notebook 00's parameters (``CORPUS_SOURCE``, ``SYNTH_*``,
+    ``LIBRISPEECH_*``, ``SPEECHOCEAN762_*``, ...); ``embed_fn`` embeds paths with the white box."""
+    p = params
+    return prepare_corpus(
+        corpus_dir,
+        p["CORPUS_SOURCE"],
+        root=repo_path(p["CORPUS_ROOT"]),
+        set_name=p["CORPUS_SET_NAME"],
+        synth_config=synth_config_from_params(p),
+        embed_fn=embed_fn,
+        embed_name=p["WHITEBOX_ENCODER"],
+        librispeech_train=_names(p["LIBRISPEECH_TRAIN_SUBSETS"]),
+        librispeech_eval=_names(p["LIBRISPEECH_EVAL_SUBSETS"]),
+        librispeech_download=p["LIBRISPEECH_DOWNLOAD"],
+        librispeech_dev=p["LIBRISPEECH_DEV_SUBSET"],
+        librispeech_dev_speakers_per_gender=p["LIBRISPEECH_DEV_SPEAKERS_PER_GENDER"],
+        speechocean762_archive=repo_path(p["SPEECHOCEAN762_ARCHIVE"]),
+        speechocean762_download=p["SPEECHOCEAN762_DOWNLOAD"],
+        eval_speakers_per_gender=p["EVAL_SPEAKERS_PER_GENDER"],
+        seed=p["SEED"],
+        force=p["FORCE_REBUILD"],
+    )
+
+
 __all__ = [
     "corpus_summary",
     "load_manifest_source",
     "loo_identification",
     "prepare_corpus",
+    "prepare_from_params",
+    "repo_path",
+    "synth_config_from_params",
 ]

@@ -148,6 +148,29 @@ def make_trials(
     return pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
 
 
+def eval_subset(
+    manifest: pd.DataFrame, trials: pd.DataFrame, per_speaker: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The eval rows notebooks 10 and 20 process, and the trials among them.
+
+    ``per_speaker`` > 0 keeps the first N utterances of each eval speaker in manifest order and the
+    trials whose enrolment and test are both kept (a quicker look); 0 keeps every row and trial.
+    The rows come back in manifest order with a fresh index.
+    """
+    rows = manifest[manifest["subset"] == "eval"]
+    if per_speaker:
+        rows = rows.groupby("speaker", sort=False).head(per_speaker)
+        trials = trials[trials["enrol"].isin(rows["utt_id"]) & trials["test"].isin(rows["utt_id"])]
+    return rows.reset_index(drop=True), trials
+
+
+def seeded_subset(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """``n`` rows drawn with ``seed``, sorted by ``utt_id``; all rows when ``n`` is 0 or covers them."""
+    if n <= 0 or n >= len(rows):
+        return rows
+    return rows.sample(n, random_state=seed).sort_values("utt_id")
+
+
 def write_trials(trials: pd.DataFrame, path: str | os.PathLike, header: Sequence[str]) -> Path:
     """Write the trial list with ``# `` comment lines (protocol, assumptions) before the TSV."""
     text = "".join(f"# {line}\n" for line in header)

@@ -250,3 +250,24 @@ def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
         out = jiwer.process_words([r for r, _ in scored], [h for _, h in scored])
         errors = out.substitutions + out.deletions + out.insertions
     return 100.0 * (errors + extra_insertions) / n_words
+
+
+def condition_wers(
+    refs: Sequence[str],
+    paths: dict[str, Sequence[str | os.PathLike]],
+    backend: str = "faster-whisper",
+    model: str = "base",
+    cache_dir: str | os.PathLike | None | bool = None,
+    progress: bool = True,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """:func:`wer` of each condition's audio (``{condition: files}``, in ``refs``' order) against
+    the references, transcribed with :func:`transcribe_files`; returns the WERs and each
+    condition's transcription ``stats``."""
+    wers, stats = {}, {}
+    for cond, files in paths.items():
+        stats[cond] = {}
+        hyps = transcribe_files(
+            files, backend, model, cache_dir=cache_dir, progress=progress, stats=stats[cond]
+        )
+        wers[cond] = wer(refs, hyps)
+    return wers, stats

@@ -14,10 +14,12 @@ from tqdm.auto import tqdm
 
 from spkadv.audio import sidecar
 from spkadv.audio.io import load_audio, save_audio
+from spkadv.base.config import condition_dir
 from spkadv.base.fileio import atomic_paths
 from spkadv.base.threads import process_map, worker_count
 from spkadv.core.modelfile import ProtectionModel, portable_copy
 from spkadv.core.protect import protect, protection_code, restore, restore_refined
+from spkadv.encoders.embed import embed_files
 from spkadv.evaluation import metrics
 from spkadv.evaluation.metrics import snr_db
 
@@ -176,3 +178,35 @@ def condition_eers(
         target = trials["target"].to_numpy().astype(bool)
         out[pair] = metrics.eer(scores[target], scores[~target])
     return out
+
+
+def eval_embeddings(
+    encoder,
+    profile: str,
+    rows,
+    conditions,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{condition: {utt_id: embedding}}`` of the eval rows with one encoder, for
+    :func:`condition_eers`: ``rec`` is the rows' own audio, any other condition the files
+    :func:`write_conditions` wrote to ``config.condition_dir(profile, condition)``."""
+    out = {}
+    for cond in conditions:
+        if cond == "rec":
+            paths = list(rows["path"])
+        else:
+            paths = [condition_dir(profile, cond) / f"{u}.wav" for u in rows["utt_id"]]
+        emb = embed_files(encoder, paths, cache_dir=cache_dir, progress=progress)
+        out[cond] = dict(zip(rows["utt_id"], emb, strict=True))
+    return out
+
+
+def pesq_scores(profile: str, rows, condition: str) -> list[float]:
+    """PESQ narrow-band raw (:func:`spkadv.evaluation.metrics.pesq_nb_raw`) of each eval row's
+    audio in ``condition`` against its original, in the rows' order."""
+    folder = condition_dir(profile, condition)
+    return [
+        metrics.pesq_nb_raw(load_audio(path), load_audio(folder / f"{utt}.wav"))
+        for utt, path in zip(rows["utt_id"], rows["path"], strict=True)
+    ]
