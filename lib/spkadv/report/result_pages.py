@@ -132,10 +132,7 @@ def minutes_lines(snaps: Mapping[str, Mapping[str, Any]], ci: Mapping[str, Any] 
     """The README's measured run times: `make reproduce` per profile and `make test` in CI."""
     lines = []
     for p in (p for p in PUBLISHED if p in snaps and p != "smoke"):
-        lines.append(
-            f"- `make reproduce PROFILE={p}`: stages 00-60 in "
-            f"{snaps[p]['total_minutes']:.0f} min ({_environment_line(snaps[p])})."
-        )
+        lines.append(f"- `make reproduce PROFILE={p}`: {_environment_line(snaps[p])}.")
     if ci:
         lines.append(
             f"- `.ci/run` (setup, then `make test`) on a fresh clone of {ci.get('commit', '?')}: "
