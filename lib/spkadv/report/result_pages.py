@@ -106,6 +106,8 @@ def headline_table(snaps: Mapping[str, Mapping[str, Any]]) -> str:
     for p in profiles:
         metrics = {s: v["metrics"] for s, v in snaps[p]["stages"].items()}
         for row in headline.headline_rows(metrics):
+            if "adv-adv" in row["what"] or row["what"].endswith(" an"):
+                continue  # the headline: rec-side EERs, adv / rst quality (the rest: report, results.md)
             rows.setdefault(row["what"], {"paper": row["paper"]})[p] = row["ours"]
     head = "| figure | paper | " + " | ".join(f"{p} ({CORPUS_WORDS[p]})" for p in profiles) + " |"
     lines = [head, "|---" * (2 + len(profiles)) + "|"]
