@@ -33,6 +33,7 @@ STUDY_STAGES = (
     "92_transfer",
     "93_blackbox",
     "94_protect_settings",
+    "95_code_predictor",
 )  # notebooks/studies/, run only when named
 
 

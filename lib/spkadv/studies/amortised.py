@@ -1,0 +1,305 @@
+"""The amortised-code study (95): a code predictor instead of the per-file code optimisation.
+
+Protection with a per-segment code model optimises the code against the white-box encoder for
+``code_steps`` Adam steps per file (:func:`spkadv.core.protect.protection_code`), slower than real
+time on one CPU thread. This study trains a :class:`spkadv.core.predictor.CodePredictor` on codes
+optimised for train-speaker utterances (:func:`optimised_codes`, cached) and measures on the dev
+subset, with the white-box encoder only, the frontier of protection strength against protect
+cost: the predicted code refined for k steps (k = 0: no encoder at all), against today's
+protection (the zero code and ``code_steps`` steps). A variant is ``{"start": "predicted" |
+"zero" | "mean", "steps": k}`` (:func:`spkadv.core.predictor.amortised_code`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from spkadv import SAMPLE_RATE
+from spkadv.audio.io import load_audio
+from spkadv.base.fileio import atomic_path
+from spkadv.core import modelfile, predictor, protect
+from spkadv.evaluation import conditions, metrics, plotting
+from spkadv.studies import study
+from spkadv.studies.settings import _one_thread
+
+K0 = {"start": "predicted", "steps": 0}  # the amortised protection: no encoder at protect time
+
+
+def spread_rows(rows: pd.DataFrame, count: int, skip: int = 0) -> pd.DataFrame:
+    """``count`` rows of ``rows`` after the first ``skip``, taken round robin over its speakers
+    (each speaker's utterances in manifest order): as many speakers as possible."""
+    order = rows.assign(_k=rows.groupby("speaker", sort=False).cumcount())
+    order = order.sort_values("_k", kind="stable").drop(columns="_k")
+    return order.iloc[skip : skip + count].reset_index(drop=True)
+
+
+def code_cache(model: modelfile.ProtectionModel, root: Path, max_seconds: float) -> Path:
+    """The folder of cached optimised codes: keyed by the model, its code settings and the cut."""
+    key = {
+        "model": model.fingerprint,
+        "max_seconds": max_seconds,
+        **{k: model.meta.get(k) for k in ("code_steps", "code_lr", "code_radius", "snr_target_db",
+                                          "code_bf16", "code_shift", "code_surrogates")},
+    }  # fmt: skip
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = root / f"codes-{digest}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def optimised_codes(
+    model: modelfile.ProtectionModel,
+    rows: pd.DataFrame,
+    max_seconds: float,
+    cache: Path,
+    progress: bool = False,
+) -> tuple[dict[str, np.ndarray], list[np.ndarray], dict[str, float]]:
+    """(utt_id -> code* [segments, code_dim], the waveforms cut to ``max_seconds``, cost): each
+    utterance's code optimised as protection does (the model's steps, learning rate and ball, one
+    torch thread), read from ``cache`` when there. ``cost``: CPU seconds and audio seconds of the
+    utterances optimised in this call, and how many came from the cache."""
+    codes, waves, cpu, audio, cached = {}, [], 0.0, 0.0, 0
+    cut = int(max_seconds * SAMPLE_RATE)
+    with _one_thread():
+        for utt, path in tqdm(list(zip(rows["utt_id"], rows["path"], strict=True)),
+                              desc="code*", disable=not progress):  # fmt: skip
+            x = load_audio(path)[:cut]
+            waves.append(x)
+            file = cache / f"{utt}.npy"
+            if file.is_file():
+                codes[utt] = np.load(file)
+                cached += 1
+                continue
+            started = time.process_time()
+            codes[utt] = protect.protection_code(model, x)
+            cpu += time.process_time() - started
+            audio += len(x) / SAMPLE_RATE
+            with atomic_path(file) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, codes[utt])
+    return codes, waves, {"cpu_seconds": cpu, "audio_seconds": audio, "cached": cached}
+
+
+def training_set(
+    net: predictor.CodePredictor, waves: list[np.ndarray], codes: list[np.ndarray]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(segment features, target codes) of utterances and their optimised codes, row by segment."""
+    feats = [predictor.training_features(net, x) for x in waves]
+    for f, c in zip(feats, codes, strict=True):
+        if len(f) != len(c):
+            raise ValueError(f"{len(f)} segments of audio for a code of {len(c)} segments")
+    return torch.cat(feats), torch.from_numpy(np.concatenate(codes))
+
+
+def measure(
+    model: modelfile.ProtectionModel,
+    net: predictor.CodePredictor,
+    evalset: study.EvalSet,
+    trials: pd.DataFrame,
+    rec: dict[str, np.ndarray],
+    variant: dict[str, Any],
+    noise_seed: int = 0,
+    progress: bool = False,
+) -> dict[str, float]:
+    """One variant on the dev subset with the white-box encoder (as notebook 94's ``measure``):
+    each utterance protected with the variant's code and restored one-shot by F_R with that code
+    (the sidecar's). rec-adv and rec-gn EER (%), mean cos(x, x') and cos(x, gn), SNR(adv) and
+    SNR(rst) (dB), the largest code norm, and the CPU seconds per audio second (one torch thread)
+    of the code (``code_cost``) and of code and protection together (``protect_cost``)."""
+    start, steps = str(variant.get("start", "predicted")), int(variant.get("steps", 0))
+    to_radius = bool(variant.get("to_radius", False))
+    encoder = model.encoder()
+    advs, gns, snr_adv, snr_rst, norms = [], [], [], [], []
+    cpu_code = cpu_all = 0.0
+    with _one_thread():
+        pairs = list(zip(evalset.utt_ids, evalset.waves, strict=True))
+        for utt, x in tqdm(pairs, desc=f"{start}, {steps} steps", disable=not progress):
+            started = time.process_time()
+            code = predictor.amortised_code(model, net, x, steps, start, to_radius)
+            cpu_code += time.process_time() - started
+            adv = protect.protect(model, x, code=code)
+            cpu_all += time.process_time() - started
+            rst = protect.restore(model, adv, code=code)
+            advs.append(adv)
+            gns.append(conditions.matched_noise(x, adv - x, noise_seed, utt))
+            snr_adv.append(metrics.snr_db(x, adv))
+            snr_rst.append(metrics.snr_db(x, rst))
+            norms.append(float(np.linalg.norm(code, axis=-1).max()))
+        embeddings = {
+            "rec": rec,
+            "adv": dict(zip(evalset.utt_ids, study.embed(encoder, advs), strict=True)),
+            "gn": dict(zip(evalset.utt_ids, study.embed(encoder, gns), strict=True)),
+        }
+    eers = conditions.condition_eers(trials, embeddings, ["rec-adv", "rec-gn"])
+    rec_stack = np.stack([rec[u] for u in evalset.utt_ids])
+
+    def mean_cos(condition: str) -> float:
+        emb = np.stack([embeddings[condition][u] for u in evalset.utt_ids])
+        return float(np.mean(np.sum(rec_stack * emb, axis=1)))
+
+    audio_seconds = sum(len(x) for x in evalset.waves) / SAMPLE_RATE
+    return {
+        "start": start,
+        "steps": steps,
+        "to_radius": to_radius,
+        "eer_recadv": eers["rec-adv"],
+        "eer_recgn": eers["rec-gn"],
+        "cos_x_adv": mean_cos("adv"),
+        "cos_x_gn": mean_cos("gn"),
+        "snr_adv_db": conditions.mean_db(snr_adv),
+        "snr_rst_db": conditions.mean_db(snr_rst),
+        "max_code_norm": max(norms),
+        "code_cost": cpu_code / audio_seconds,
+        "protect_cost": cpu_all / audio_seconds,
+    }
+
+
+def named(variants: dict[str, dict[str, Any]], code_steps: int) -> tuple[str, str]:
+    """(the k = 0 variant's name, today's protection's name: the zero code with the model's
+    ``code_steps``) in ``variants``; both must be there."""
+
+    def find(want: dict[str, Any], what: str) -> str:
+        for name, v in variants.items():
+            if (
+                v.get("start", "predicted") == want["start"]
+                and int(v.get("steps", 0)) == want["steps"]
+                and not v.get("to_radius", False)
+            ):
+                return name
+        raise ValueError(f"CODE_PREDICTOR_VARIANTS needs {what} ({want}); it has {variants}")
+
+    k0 = find(K0, "the predicted code without refinement")
+    return k0, find({"start": "zero", "steps": code_steps}, "today's protection")
+
+
+def conclusion(table: pd.DataFrame, k0: str, current: str, fit_text: str) -> str:
+    """The study's conclusion from ``table`` (indexed by variant, columns of :func:`measure`)."""
+    a, b = table.loc[k0], table.loc[current]
+    speed = b["protect_cost"] / a["protect_cost"]
+    realtime = "faster" if a["protect_cost"] < 1 else "slower"
+    text = (
+        f"Predicted code, no refinement: {a['protect_cost']:.3f} CPU s per audio second on one thread "
+        f"({realtime} than real time; today's {int(b['steps'])}-step optimisation {b['protect_cost']:.3f}, "
+        f"{speed:.0f}x more), rec-adv EER {a['eer_recadv']:.2f} % against {b['eer_recadv']:.2f} % today "
+        f"(noise of the same power {a['eer_recgn']:.2f} % and {b['eer_recgn']:.2f} %), SNR(adv) "
+        f"{a['snr_adv_db']:.1f} against {b['snr_adv_db']:.1f} dB, cos(x, x') {a['cos_x_adv']:.3f} against "
+        f"{b['cos_x_adv']:.3f}, SNR(rst) {a['snr_rst_db']:.1f} against "
+        f"{b['snr_rst_db']:.1f} dB."
+    )
+    refs = table[(table["steps"] == 0) & (table.index != k0)]
+    if len(refs):
+        text += (
+            " Other codes without steps: "
+            + "; ".join(
+                f"{name} {r['eer_recadv']:.2f} % (cos {r['cos_x_adv']:.3f}, SNR(rst) {r['snr_rst_db']:.1f} dB)"
+                for name, r in refs.iterrows()
+            )
+            + "."
+        )
+    predicted = (table["start"] == "predicted") & ~table["to_radius"]
+    refined = table[predicted & (table["steps"] > 0)].sort_values("steps")
+    match = refined[refined["eer_recadv"] >= b["eer_recadv"]]
+    if len(match):
+        row = match.iloc[0]
+        text += (
+            f" From the predicted code, {int(row['steps'])} refinement step(s) reach today's rec-adv "
+            f"({row['eer_recadv']:.2f} %) at {row['protect_cost']:.3f} CPU s per audio second."
+        )
+    elif len(refined):
+        text += f" No refinement measured ({', '.join(str(int(s)) for s in refined['steps'])} steps) reaches today's rec-adv."
+    return f"{text} {fit_text}"
+
+
+def figures_of_merit(table: pd.DataFrame, k0: str, current: str, text: str) -> dict[str, Any]:
+    """Flat metrics: ``protect_rtf_k0``, ``protect_rtf_current``, ``speedup_k0``, the k = 0 and
+    current rec-adv and SNR(rst), and ``<variant slug>__<column>`` per variant."""
+    a, b = table.loc[k0], table.loc[current]
+    out: dict[str, Any] = {
+        "k0": k0,
+        "current": current,
+        "protect_rtf_k0": float(a["protect_cost"]),
+        "protect_rtf_current": float(b["protect_cost"]),
+        "speedup_k0": float(b["protect_cost"] / a["protect_cost"]),
+        "eer_recadv_k0": float(a["eer_recadv"]),
+        "eer_recadv_current": float(b["eer_recadv"]),
+        "snr_rst_db_k0": float(a["snr_rst_db"]),
+        "snr_rst_db_current": float(b["snr_rst_db"]),
+        "conclusion": text,
+    }
+    for name, row in table.iterrows():
+        slug = "".join(ch if ch.isalnum() else "_" for ch in str(name)).strip("_")
+        out.update({f"{slug}__{k}": v for k, v in row.items()})
+    return out
+
+
+def frontier_figure(table: pd.DataFrame, k0: str, current: str, title: str):
+    """rec-adv EER (left) and cos(x, x') (right) against protect cost (log scale): the predicted
+    code refined for k steps as a line, the other variants as points, today's protection (a
+    star) and real time marked. ``k0`` names the line's first point."""
+    plotting.setup()
+    import matplotlib.pyplot as plt  # lazy: after setup() has chosen the backend (Agg in batch)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    on_line = (table["start"] == "predicted") & ~table["to_radius"]
+    line, others = table[on_line].sort_values("steps"), table[~on_line]
+    panels = [("eer_recadv", "rec-adv EER (%), white box, dev trials"),
+              ("cos_x_adv", "cos(x, x'), white box (lower: stronger)")]  # fmt: skip
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        ax.plot(
+            line["protect_cost"], line[column], "o-", color="C0", label="predicted code + k steps"
+        )
+        for name, row in line.iterrows():
+            text = f"k={int(row['steps'])}" + (" (amortised)" if name == k0 else "")
+            ax.annotate(text, (row["protect_cost"], row[column]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)  # fmt: skip
+        for i, (name, row) in enumerate(others.iterrows()):
+            today = name == current
+            ax.scatter(row["protect_cost"], row[column], marker="*" if today else "s",
+                       s=120 if today else 50, color=f"C{i + 1}", zorder=3,
+                       label=f"{name}{' (today)' if today else ''}")  # fmt: skip
+        ax.axvline(1.0, color="grey", ls="--", lw=1, label="real time")
+        ax.set_xscale("log")
+        ax.set_xlabel("protect cost (CPU s per audio second, one thread)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def fit_summary(
+    net: predictor.CodePredictor,
+    fitted: tuple[torch.Tensor, torch.Tensor],
+    held: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, float]:
+    """Mean squared error of the predictor on the fitted and the held-out (features, codes), the
+    held-out error of the mean training code (a predictor that learned nothing about x), and the
+    share of that error the predictor removes (``held_explained``; negative: worse than the mean)."""
+    held_mean = (
+        float(((held[1].float() - net.mean_code) ** 2).mean()) if len(held[1]) else float("nan")
+    )
+    held_mse = predictor.mse(net, *held) if len(held[1]) else float("nan")
+    return {
+        "fit_mse": predictor.mse(net, *fitted),
+        "held_mse": held_mse,
+        "held_mse_mean_code": held_mean,
+        "held_explained": 1 - held_mse / held_mean if held_mean > 0 else float("nan"),
+    }
+
+
+def fit_text(summary: dict[str, float], utterances: int, segments: int) -> str:
+    """One sentence on the predictor's fit, for the conclusion."""
+    return (
+        f"The predictor learned from {utterances} train-speaker utterances ({segments} segments): "
+        f"held-out code MSE {summary['held_mse']:.4f} against {summary['held_mse_mean_code']:.4f} "
+        f"for the mean training code ({summary['held_explained']:.0%} of it explained; fitted "
+        f"{summary['fit_mse']:.4f})."
+    )
