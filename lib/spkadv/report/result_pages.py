@@ -6,18 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from spkadv.base import config
 from spkadv.evaluation import targets as target_records
 from spkadv.report import headline
 
-PAPER_STAGES = (
-    "00_data_prep",
-    "10_ssed_baseline",
-    "20_joint_training",
-    "30_purification",
-    "40_table1_eer",
-    "50_table2_quality",
-    "60_attackers",
-)
+PAPER_STAGES = config.NOTEBOOK_STAGES  # the stages a full run has
 PUBLISHED = ("smoke", "default", "speechocean762", "librispeech", "paper")
 HEADLINE_PROFILES = ("default", "speechocean762", "librispeech", "paper")
 CORPUS_WORDS = {

@@ -28,8 +28,8 @@ from spkadv.audio.io import load_audio
 from spkadv.base.fileio import atomic_path
 from spkadv.core import modelfile, predictor, protect
 from spkadv.evaluation import conditions, metrics, plotting
-from spkadv.studies import study
-from spkadv.studies.settings import _one_thread
+from spkadv.studies import settings, study
+from spkadv.studies.settings import one_thread
 
 K0 = {"start": "predicted", "steps": 0}  # the amortised protection: no encoder at protect time
 
@@ -69,7 +69,7 @@ def optimised_codes(
     utterances optimised in this call, and how many came from the cache."""
     codes, waves, cpu, audio, cached = {}, [], 0.0, 0.0, 0
     cut = int(max_seconds * SAMPLE_RATE)
-    with _one_thread():
+    with one_thread():
         for utt, path in tqdm(list(zip(rows["utt_id"], rows["path"], strict=True)),
                               desc="code*", disable=not progress):  # fmt: skip
             x = load_audio(path)[:cut]
@@ -119,7 +119,7 @@ def measure(
     encoder = model.encoder()
     advs, gns, snr_adv, snr_rst, norms = [], [], [], [], []
     cpu_code = cpu_all = 0.0
-    with _one_thread():
+    with one_thread():
         pairs = list(zip(evalset.utt_ids, evalset.waves, strict=True))
         for utt, x in tqdm(pairs, desc=f"{start}, {steps} steps", disable=not progress):
             started = time.process_time()
@@ -133,27 +133,13 @@ def measure(
             snr_adv.append(metrics.snr_db(x, adv))
             snr_rst.append(metrics.snr_db(x, rst))
             norms.append(float(np.linalg.norm(code, axis=-1).max()))
-        embeddings = {
-            "rec": rec,
-            "adv": dict(zip(evalset.utt_ids, study.embed(encoder, advs), strict=True)),
-            "gn": dict(zip(evalset.utt_ids, study.embed(encoder, gns), strict=True)),
-        }
-    eers = conditions.condition_eers(trials, embeddings, ["rec-adv", "rec-gn"])
-    rec_stack = np.stack([rec[u] for u in evalset.utt_ids])
-
-    def mean_cos(condition: str) -> float:
-        emb = np.stack([embeddings[condition][u] for u in evalset.utt_ids])
-        return float(np.mean(np.sum(rec_stack * emb, axis=1)))
-
+        scores = settings.score_protected(encoder, evalset, trials, rec, advs, gns)
     audio_seconds = sum(len(x) for x in evalset.waves) / SAMPLE_RATE
     return {
         "start": start,
         "steps": steps,
         "to_radius": to_radius,
-        "eer_recadv": eers["rec-adv"],
-        "eer_recgn": eers["rec-gn"],
-        "cos_x_adv": mean_cos("adv"),
-        "cos_x_gn": mean_cos("gn"),
+        **scores,
         "snr_adv_db": conditions.mean_db(snr_adv),
         "snr_rst_db": conditions.mean_db(snr_rst),
         "max_code_norm": max(norms),

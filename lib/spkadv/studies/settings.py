@@ -131,7 +131,7 @@ def dev_set(
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -144,7 +144,7 @@ def warm_up(model: modelfile.ProtectionModel, evalset: study.EvalSet) -> None:
     """Protect the subset's first utterance once, untimed, on one thread: the first code
     optimisation of a process pays for one-time set-up (allocations, the encoder's first backward
     pass), which would otherwise be charged to whichever variant :func:`measure` times first."""
-    with _one_thread():
+    with one_thread():
         x = evalset.waves[0]
         protect.protect(model, x, code=protect.protection_code(model, x))
 
@@ -168,7 +168,7 @@ def measure(
     """
     encoder = model.encoder()
     advs, gns, snr_adv, snr_rst, cpu = [], [], [], [], 0.0
-    with overridden(model, settings) as resolved, _one_thread():
+    with overridden(model, settings) as resolved, one_thread():
         pairs = zip(evalset.utt_ids, evalset.waves, strict=True)
         for utt, x in tqdm(list(pairs), desc=str(resolved), disable=not progress):
             started = time.process_time()
@@ -180,11 +180,32 @@ def measure(
             gns.append(conditions.matched_noise(x, adv - x, noise_seed, utt))
             snr_adv.append(metrics.snr_db(x, adv))
             snr_rst.append(metrics.snr_db(x, rst))
-        embeddings = {
-            "rec": rec,
-            "adv": dict(zip(evalset.utt_ids, study.embed(encoder, advs), strict=True)),
-            "gn": dict(zip(evalset.utt_ids, study.embed(encoder, gns), strict=True)),
-        }
+        scores = score_protected(encoder, evalset, trials, rec, advs, gns)
+    audio_seconds = sum(len(x) for x in evalset.waves) / SAMPLE_RATE
+    return {
+        **resolved,
+        **scores,
+        "snr_adv_db": conditions.mean_db(snr_adv),
+        "snr_rst_db": conditions.mean_db(snr_rst),
+        "protect_cost": cpu / audio_seconds,
+    }
+
+
+def score_protected(
+    encoder: torch.nn.Module,
+    evalset: study.EvalSet,
+    trials: pd.DataFrame,
+    rec: dict[str, np.ndarray],
+    advs: list[np.ndarray],
+    gns: list[np.ndarray],
+) -> dict[str, float]:
+    """rec-adv and rec-gn EER (%) on ``trials`` and mean cos(x, x') and cos(x, gn) of the
+    protected (``advs``) and noised (``gns``) waveforms of ``evalset``, in its order."""
+    embeddings = {
+        "rec": rec,
+        "adv": dict(zip(evalset.utt_ids, study.embed(encoder, advs), strict=True)),
+        "gn": dict(zip(evalset.utt_ids, study.embed(encoder, gns), strict=True)),
+    }
     eers = conditions.condition_eers(trials, embeddings, ["rec-adv", "rec-gn"])
     rec_stack = np.stack([rec[u] for u in evalset.utt_ids])
 
@@ -192,16 +213,11 @@ def measure(
         emb = np.stack([embeddings[condition][u] for u in evalset.utt_ids])
         return float(np.mean(np.sum(rec_stack * emb, axis=1)))
 
-    audio_seconds = sum(len(x) for x in evalset.waves) / SAMPLE_RATE
     return {
-        **resolved,
         "eer_recadv": eers["rec-adv"],
         "eer_recgn": eers["rec-gn"],
         "cos_x_adv": mean_cos("adv"),
         "cos_x_gn": mean_cos("gn"),
-        "snr_adv_db": conditions.mean_db(snr_adv),
-        "snr_rst_db": conditions.mean_db(snr_rst),
-        "protect_cost": cpu / audio_seconds,
     }
 
 
