@@ -34,6 +34,7 @@ STUDY_STAGES = (
     "93_blackbox",
     "94_protect_settings",
     "95_code_predictor",
+    "96_training_settings",
 )  # notebooks/studies/, run only when named
 
 
