@@ -154,7 +154,8 @@ def run_grid(
                 scores["snr_rst_db"] < scores["snr_adv_db"] + 3
                 or scores["cos_x_adv"] >= scores["cos_x_gn"]
             )
-            rows.append({"arm": arm, "seed": seed, **scores, "collapsed": collapsed})
+            ordered = {k: scores[k] for k in sorted(scores)}  # the same columns fresh or resumed
+            rows.append({"arm": arm, "seed": seed, **ordered, "collapsed": collapsed})
             report(
                 f"[{len(rows)}/{total}] {arm}, seed {seed}: rec-adv {scores['eer_recadv']:.2f} % "
                 f"(gn {scores['eer_recgn']:.2f}), cos {scores['cos_x_adv']:.3f} (gn {scores['cos_x_gn']:.3f}), "
