@@ -38,7 +38,7 @@ reproduce: setup  ## the whole paper on PROFILE (default: the embedded offline d
 	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --report
 
 STUDY ?= 90_attack_study
-study: setup  ## a study of notebooks/studies/ (STUDY=90_attack_study | 91_joint_robustness | 92_transfer | 93_blackbox | 94_protect_settings) on PROFILE, after its 00_data_prep
+study: setup  ## a study of notebooks/studies/ (STUDY=90_attack_study | 91_joint_robustness | 92_transfer | 93_blackbox | 94_protect_settings | 95_code_predictor | 96_training_settings) on PROFILE, after its 00_data_prep
 	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --only 00_data_prep
 	$(PY) -m spkadv.run.pipeline --profile $(PROFILE) --only $(STUDY)
 

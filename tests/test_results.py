@@ -148,5 +148,41 @@ def test_finished_studies_go_into_the_snapshot_and_the_dev_choices(tmp_path):
     assert "### Study 94_protect_settings (dev speakers, 2.0 min)" in page
     assert "| 10 steps | 9.9 |" in page
     choices = result_pages.dev_choices({"default": snap})
-    assert choices.startswith("- **default**: dev confirms the setting chosen earlier on eval")
-    assert result_pages.dev_choices({}).startswith("_Study 94 has not been published")
+    assert choices.startswith(
+        "- **default**:\n  - protect-time code settings (study 94): dev confirms the setting chosen earlier on eval"
+    )
+    assert result_pages.dev_choices({}).startswith("_No dev-choice study")
+
+
+def test_dev_choices_say_what_studies_96_and_90_concluded():
+    m96 = {
+        "conclusion": "**Dev does not confirm the profile's training settings: it would choose 'beta 0.1'**\nRule: every run within.\n- 'current' ...",
+        "dev_confirms_current": False,
+    }
+    m90 = {
+        "variants": "base,code,segcode",
+        "best_variant": "code",
+        "code.eer_recadv": 9.0,
+        "code.snr_adv_db": 31.0,
+        "code.eer_recgn": 3.0,
+        "segcode.eer_recadv": 8.0,
+        "segcode.snr_adv_db": 31.5,
+        "eer_recrec": 2.0,
+    }
+    snap = {
+        "studies": {"96_training_settings": {"metrics": m96}, "90_attack_study": {"metrics": m90}}
+    }
+    text = result_pages.dev_choices({"default": snap})
+    lines = text.splitlines()
+    assert lines[0] == "- **default**:" and len(lines) == 3
+    assert "training settings (study 96): **Dev does not confirm" in lines[1] and lines[1].endswith(
+        "Rule: every run within."
+    )
+    assert (
+        "dev does not confirm the profile's 'segcode' (rec-adv 8.00 % at 31.5 dB); the best on dev is 'code' (rec-adv 9.00 %"
+        in lines[2]
+    )
+    same = {**m90, "best_variant": "segcode"}
+    assert "dev confirms the profile's 'segcode'" in result_pages.dev_choices(
+        {"p": {"studies": {"90_attack_study": {"metrics": same}}}}
+    )

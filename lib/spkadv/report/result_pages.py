@@ -59,18 +59,61 @@ def stage_headline(stem: str, metrics: Mapping[str, Any]) -> str:
     return "" if value != value else f"{label} {value:.3g}{unit}"
 
 
+# The attack study's variant that the CPU profiles adopted (per-segment codes, bf16 where native).
+PROFILE_GENERATOR_VARIANT = "segcode"
+
+
+def _choice_94(m: Mapping[str, Any]) -> str:
+    verdict = "confirms" if m.get("dev_confirms_current") else "does not confirm"
+    return (
+        f"protect-time code settings (study 94): dev {verdict} the setting chosen earlier on eval "
+        f"speakers ('{m.get('current')}'): {m.get('conclusion', '')}"
+    )
+
+
+def _choice_96(m: Mapping[str, Any]) -> str:
+    head, _, rest = str(m.get("conclusion", "")).partition("\n")
+    rule = next((line for line in rest.splitlines() if line.startswith("Rule:")), "")
+    return f"training settings (study 96): {head} {rule}".strip()
+
+
+def _choice_90(m: Mapping[str, Any]) -> str:
+    best, ours = m.get("best_variant"), PROFILE_GENERATOR_VARIANT
+    if ours not in str(m.get("variants", "")).split(","):
+        return f"generator variants (study 90): best on dev '{best}'; the profile's '{ours}' was not run"
+    verdict = "confirms" if best == ours else "does not confirm"
+
+    def eer(name: Any) -> str:
+        return f"{_fmt(m.get(f'{name}.eer_recadv'))} % at {_fmt(m.get(f'{name}.snr_adv_db'), 1)} dB"
+
+    return (
+        f"generator variants at equal CPU time (study 90): dev {verdict} the profile's '{ours}' "
+        f"(rec-adv {eer(ours)}); the best on dev is '{best}' (rec-adv {eer(best)}; noise of the "
+        f"same power {_fmt(m.get(f'{best}.eer_recgn'))} %, rec-rec {_fmt(m.get('eer_recrec'))} %)"
+    )
+
+
+DEV_CHOICE_STUDIES = {
+    "94_protect_settings": _choice_94,
+    "96_training_settings": _choice_96,
+    "90_attack_study": _choice_90,
+}
+
+
 def dev_choices(snaps: Mapping[str, Mapping[str, Any]]) -> str:
-    """Per profile, what study 94 concluded on the dev speakers about the protect-time settings."""
+    """Per profile, what studies 94 (protect-time settings), 96 (training settings) and 90
+    (generator variants) concluded on the dev speakers about the settings chosen before on eval."""
     lines = []
     for p, snap in snaps.items():
-        m = snap.get("studies", {}).get("94_protect_settings", {}).get("metrics")
-        if m:
-            verdict = "confirms" if m.get("dev_confirms_current") else "does not confirm"
-            lines.append(
-                f"- **{p}**: dev {verdict} the setting chosen earlier on eval speakers "
-                f"('{m.get('current')}'): {m.get('conclusion', '')}"
-            )
-    return "\n".join(lines) or "_Study 94 has not been published for any profile yet._"
+        studies = snap.get("studies", {})
+        found = [
+            f"  - {say(studies[stem]['metrics'])}"
+            for stem, say in DEV_CHOICE_STUDIES.items()
+            if studies.get(stem, {}).get("metrics")
+        ]
+        if found:
+            lines += [f"- **{p}**:", *found]
+    return "\n".join(lines) or "_No dev-choice study (90, 94, 96) has been published yet._"
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
