@@ -9,7 +9,9 @@ real conditions: stream (file memory), busy (a stage beside a busy process), bf1
 rerun (table notebooks of the default profile, warm against cold caches), workers (eval-set
 protection in one process against one process per core), scale (training data read from disk:
 the loader's memory and crops per second at 1 000 to 100 000 files), paper_estimate (the paper
-profile's training hours on one GPU and on 8, estimated from counted FLOPs and operations). An item
+profile's training hours on one GPU and on 8, estimated from counted FLOPs and operations),
+predictor (protect cost on one thread of today's optimised code and of the predicted code refined
+for k = 0, 1, 2, 5 steps, and PGD's cost to match each; needs study 95's trained predictor). An item
 whose library piece is missing is recorded with the reason and the others still run.
 """
 
@@ -40,6 +42,7 @@ ITEMS = (
     "workers",
     "scale",
     "paper_estimate",
+    "predictor",
 )
 
 # headline figure -> (item, key in the item's JSON, target text, test on the value or None)
@@ -125,6 +128,19 @@ HEADLINE: dict[str, tuple[str, str, str, Any]] = {
     "paper_hours_8gpu_estimate": ("paper_estimate", "paper_hours_8gpu", "", None),
     "paper_hours_1gpu_pessimistic": ("paper_estimate", "paper_hours_1gpu_pessimistic", "", None),
     "paper_hours_8gpu_pessimistic": ("paper_estimate", "paper_hours_8gpu_pessimistic", "", None),
+    # today's protection (the model's code steps) and the predicted code + k steps, one run, 1 thread
+    "protect_rtf_1thread": ("predictor", "protect_rtf_1thread", "", None),
+    "protect_rtf_1thread_predictor_k0": ("predictor", "protect_rtf_1thread_predictor_k0", "", None),
+    "protect_rtf_1thread_predictor_k1": ("predictor", "protect_rtf_1thread_predictor_k1", "", None),
+    "protect_rtf_1thread_predictor_k2": ("predictor", "protect_rtf_1thread_predictor_k2", "", None),
+    "protect_rtf_1thread_predictor_k5": ("predictor", "protect_rtf_1thread_predictor_k5", "", None),
+    "pgd_speed_ratio_current": ("predictor", "pgd_speed_ratio", ">= 50", lambda v: v >= 50),
+    "pgd_speed_ratio_predictor_k0": (
+        "predictor",
+        "pgd_speed_ratio_predictor_k0",
+        ">= 50",
+        lambda v: v >= 50,
+    ),
 }
 REASON_KEYS = {
     "table_rerun_speedup": "table_rerun_reason",

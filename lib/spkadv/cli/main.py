@@ -1,6 +1,7 @@
 """The ``spkadv`` command: protect recordings against speaker recognition, and restore them.
 
     spkadv protect IN -o OUT --model model.pt [--format pcm16|float]
+                   [--code-predictor PATH [--refine-steps K]]
     spkadv restore IN -o OUT --model model.pt [--refine 10]
     spkadv check ORIGINAL PROTECTED [--model model.pt] [--json]   (see spkadv.cli.check)
 
@@ -8,7 +9,9 @@ IN is an audio file or a folder (processed recursively; outputs keep the relativ
 ``.wav``, and inputs that would share an output name are refused before anything is written).
 Each protected file gets a sidecar ``OUT.spkadv.json`` holding the model's fingerprint (and the
 file's protection code for models that take one), written together with the audio: both or
-neither. ``restore`` refuses a file protected by another model. Inputs are never overwritten,
+neither. ``--code-predictor`` predicts the code instead of optimising it (beyond the paper,
+``spkadv.core.predictor``; ``--refine-steps K`` optimisation steps follow from the prediction).
+``restore`` refuses a file protected by another model. Inputs are never overwritten,
 existing outputs only with ``--overwrite``; outputs are written atomically. A folder run reports
 every file's outcome, goes on past bad files, and exits with status 1 if any failed.
 
@@ -84,6 +87,23 @@ def _parser() -> argparse.ArgumentParser:
             help="return every large buffer to the system as soon as it is freed (glibc): a lower, "
             "steadier peak memory, about 1.5-2x slower; same output",
         )
+        if name == "protect":
+            p.add_argument(
+                "--code-predictor",
+                type=Path,
+                metavar="PATH",
+                help="predict each segment's protection code with this network (notebook 95's "
+                "code_predictor.pt, trained for this model) instead of optimising it against the "
+                "white-box encoder: many times faster, but weaker protection than the default "
+                "(beyond the paper); restore is unchanged (the code is in the sidecar)",
+            )
+            p.add_argument(
+                "--refine-steps",
+                type=int,
+                metavar="K",
+                help="with --code-predictor: then K optimisation steps from the predicted code "
+                "(default 0: no pass through the white-box encoder at all)",
+            )
         if name == "restore":
             p.add_argument(
                 "--refine",
@@ -146,6 +166,24 @@ def _pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
     return [(src, dst)]
 
 
+def _predictor_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--code-predictor`` / ``--refine-steps`` (None: nothing); no torch."""
+    if args.refine_steps is not None:
+        if args.code_predictor is None:
+            return (
+                "--refine-steps needs --code-predictor PATH (without a predictor the code is "
+                "optimised for the model's own number of steps)"
+            )
+        if args.refine_steps < 0:
+            return f"--refine-steps {args.refine_steps}: need 0 or more"
+    if args.code_predictor is not None and not args.code_predictor.is_file():
+        return (
+            f"--code-predictor {args.code_predictor}: no such file (notebook 95 writes one to "
+            "runs/<profile>/95_code_predictor/code_predictor.pt)"
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spkadv`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -161,18 +199,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.command == "protect":
+        usage = _predictor_usage(args)
+        if usage:
+            print(f"error: {usage}", file=sys.stderr)
+            return 2
     if args.low_memory and not allocator.low_memory():
         print("note: --low-memory needs glibc's allocator; running as usual", file=sys.stderr)
     # lazy: these import torch, which must come after threads.configure()
     from spkadv.base.precision import bf16_available, bf16_model
     from spkadv.cli.process import process
     from spkadv.core import modelfile
+    from spkadv.core import predictor as code_predictor
 
     try:
         model = modelfile.load_model(args.model)
         pairs = _pairs(args.input, args.output)
-    except (modelfile.ModelFileError, sidecar.SidecarError, UsageError) as err:
+        predictor = None
+        if getattr(args, "code_predictor", None) is not None:
+            predictor = code_predictor.load_predictor(args.code_predictor, model)
+    except (
+        modelfile.ModelFileError,
+        sidecar.SidecarError,
+        UsageError,
+        code_predictor.PredictorFileError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # a predictor for a model without per-segment codes
+        print(f"error: --code-predictor {args.code_predictor}: {err}", file=sys.stderr)
         return 2
     if args.bf16:
         if not bf16_available():
@@ -187,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs, desc=args.command, disable=args.quiet or len(pairs) == 1, unit="file"
     ):
         try:
-            process(args, model, src, dst)
+            process(args, model, src, dst, predictor)
         except (
             AudioError,
             UsageError,

@@ -119,8 +119,12 @@ def _restore_code(args: argparse.Namespace, model, src: Path) -> np.ndarray | No
     return code
 
 
-def process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
+def process(args: argparse.Namespace, model, src: Path, dst: Path, predictor=None) -> None:
     """Protect or restore ``src`` into ``dst``.
+
+    ``predictor`` (protect, a model with per-segment codes): the file's code is predicted by it
+    and refined for ``args.refine_steps`` steps (:func:`spkadv.core.protect.protection_code`)
+    instead of optimised from the zero code; the sidecar holds it as usual.
 
     Protect writes the output and its sidecar to temporary files and renames both into place only
     when both are complete (an interruption leaves neither). Restore removes a sidecar left at
@@ -140,7 +144,11 @@ def process(args: argparse.Namespace, model, src: Path, dst: Path) -> None:
     with AudioSource(src) as source:
         progress = not args.quiet and len(source) > PROGRESS_SECONDS * SAMPLE_RATE
         if args.command == "protect":  # the file's code, optimised in a first pass
-            code = P.protection_code(model, source, progress=progress)
+            if predictor is None:
+                code = P.protection_code(model, source, progress=progress)
+            else:  # predicted (and refined) in a first pass, in pieces: the same code
+                steps = int(getattr(args, "refine_steps", None) or 0)
+                code = P.protection_code(model, source, steps, progress, predictor=predictor)
         conditioning = {} if code is None else {"code": code}
         reason = _whole_file_reason(model)
         if reason is None:  # block by block

@@ -151,6 +151,7 @@ def optimise_code(
     progress: bool = False,
     shift: int = 0,
     delta_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    init: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[float]]:
     """Optimise the generator's code for one utterance: minimise cos(z(x), z(x + δ(x; c))).
 
@@ -166,6 +167,10 @@ def optimise_code(
     samples (seeded; beyond the paper: meant to keep the code from fitting the white-box
     encoder's frame alignment, which another encoder does not share). ``delta_map``: see
     :func:`_optimise` (a probe: the signal protected this way is x + delta_map(δ)).
+    ``init``: the code to start from (default the zero code), of the shape returned:
+    [code_dim] for a per-utterance code, [segments, code_dim] for a per-segment one (a predicted
+    code, :func:`spkadv.core.predictor.predict_codes`); it counts among the codes seen, and with
+    ``steps`` 0 it is returned as it is, without calling the encoder.
     Returns the code and the cosine after each step (mean over pieces).
     """
     cfg = generator.config
@@ -174,16 +179,30 @@ def optimise_code(
         raise ValueError("this generator takes no code (SSEDConfig.code_film is false)")
     read, total = _reader(x, total)
     device = next(generator.parameters()).device
+    shape = (cfg.code_segments(total), dim) if cfg.code_segment_samples else (dim,)
+    if init is not None:
+        init = np.asarray(init, dtype=np.float32)
+        if init.shape != shape:
+            raise ValueError(f"init code of shape {init.shape}; this signal's code is {shape}")
+        if not np.isfinite(init).all():
+            raise ValueError("init code holds NaN/Inf values")
+        if steps <= 0:  # nothing to optimise: the starting code itself, no encoder call
+            return init.copy(), []
+    start = (
+        torch.zeros(1, *shape, device=device)
+        if init is None
+        else torch.tensor(init, device=device).unsqueeze(0)
+    )
     if not cfg.code_segment_samples:
         windows = optimisation_windows(read, window_seconds, max_windows, total)
         best, history = _optimise(
             generator, encoder, torch.from_numpy(windows).to(device),
-            torch.zeros(1, dim, device=device), eps, steps, lr, radius, snr_target_db, embedding,
+            start, eps, steps, lr, radius, snr_target_db, embedding,
             bf16=bf16, shift=shift, delta_map=delta_map,
         )  # fmt: skip
         return best[0].cpu().numpy().astype(np.float32), history
     seg = cfg.code_segment_samples
-    codes = torch.zeros(1, cfg.code_segments(total), dim, device=device)
+    codes = start
     per_piece = max(1, round(piece_seconds * SAMPLE_RATE / seg))
     histories: list[list[float]] = []
     firsts = range(0, codes.shape[1], per_piece)

@@ -6,8 +6,10 @@ optimised by a few Adam steps against the white-box encoder
 :class:`CodePredictor` maps each segment's log-mel frames (the segment and ``context_segments``
 segments on each side) to its code instead, trained on codes optimised for train-speaker
 utterances (:func:`fit`). Protection is then its forward pass and the generator's, optionally
-followed by ``steps`` refinement steps from the predicted code (:func:`amortised_code`): no
-backward pass through the encoder at all with 0 steps. The code still travels in the sidecar, so
+followed by ``steps`` refinement steps from the predicted code (:func:`amortised_code` for the
+study's variants; :func:`spkadv.core.protect.protection_code` with ``predictor=`` and
+``spkadv protect --code-predictor PATH [--refine-steps K]`` for protection): no backward pass
+through the encoder at all with 0 steps. The code still travels in the sidecar, so
 restoration is unchanged, and every predicted code vector lies in the model's ball (``radius``).
 
 Chunking: segment ``s`` is predicted from the samples ``[(s - c)·seg, (s + 1 + c)·seg)`` of the
@@ -34,8 +36,7 @@ from tqdm.auto import tqdm
 
 from spkadv import SAMPLE_RATE
 from spkadv.base.fileio import atomic_path
-from spkadv.core import protect
-from spkadv.core.conditioning import Reader, _optimise, _reader
+from spkadv.core.conditioning import Reader, _reader, optimise_code
 from spkadv.core.modelfile import ProtectionModel
 
 FORMAT = "spkadv-code-predictor"
@@ -224,33 +225,24 @@ def refine_code(
     model: ProtectionModel, x: np.ndarray, init: np.ndarray, steps: int, piece_seconds: float = 20.0
 ) -> np.ndarray:
     """``steps`` Adam steps on the per-segment code ``init`` [segments, code_dim] against the
-    model's code encoder, with the model's learning rate, ball and SNR target, piece by piece as
-    :func:`spkadv.core.conditioning.optimise_code` (which starts from the zero code: from zeros,
-    this returns its code). The lowest-loss code seen is kept, ``init`` included."""
+    model's code encoder, with the model's learning rate, ball and SNR target:
+    :func:`spkadv.core.conditioning.optimise_code` started from ``init`` (from zeros, this is
+    today's protection code; :func:`spkadv.core.protect.protection_code` with a ``predictor``
+    is the same from the predicted code). The lowest-loss code seen is kept, ``init`` included."""
     cfg = model.config
-    seg = cfg.code_segment_samples
     segments = cfg.code_segments(len(x))
-    if init.shape != (segments, cfg.code_dim):
+    if not cfg.code_segment_samples or init.shape != (segments, cfg.code_dim):
         raise ValueError(
             f"init code of shape {init.shape}, this signal takes {(segments, cfg.code_dim)}"
         )
-    device = next(model.generator.parameters()).device
     settings = _code_settings(model)
-    codes = torch.tensor(init, dtype=torch.float32, device=device).unsqueeze(0)
-    embedding = model.embedding(x) if model.conditioned else None
-    per_piece = max(1, round(piece_seconds * SAMPLE_RATE / seg))
-    for first in range(0, segments, per_piece):
-        last = min(segments, first + per_piece)
-        piece = np.ascontiguousarray(x[first * seg : min(len(x), last * seg)], dtype=np.float32)
-        if len(piece) == 0:
-            break
-        best, _ = _optimise(
-            model.generator, model.code_encoder(), torch.from_numpy(piece).to(device).unsqueeze(0),
-            codes[:, first:last].clone(), model.eps, steps, settings["lr"], settings["radius"],
-            settings["snr_target_db"], embedding, offset=0, bf16=settings["bf16"], shift=settings["shift"],
-        )  # fmt: skip
-        codes[:, first:last] = best
-    return codes[0].cpu().numpy().astype(np.float32)
+    code, _ = optimise_code(
+        model.generator, model.code_encoder(), x, model.eps, steps, lr=settings["lr"],
+        radius=settings["radius"], snr_target_db=settings["snr_target_db"],
+        embedding=model.embedding(x) if model.conditioned else None, piece_seconds=piece_seconds,
+        bf16=settings["bf16"], shift=settings["shift"], init=init,
+    )  # fmt: skip
+    return code
 
 
 def amortised_code(
@@ -264,7 +256,8 @@ def amortised_code(
     """The per-segment code [segments, code_dim] protecting ``x``: the predictor's (``start``
     "predicted"), the zero code or the mean training code, then ``steps`` refinement steps
     (:func:`refine_code`). With ``steps`` 0 the white-box encoder is never called. ``start``
-    "zero" with steps > 0 is today's protection (:func:`spkadv.core.protect.protection_code`).
+    "zero" with steps > 0 is today's protection (:func:`spkadv.core.protect.protection_code`;
+    with a ``predictor`` it gives this function's "predicted" code).
     ``to_radius``: the predicted or mean code scaled onto the ball's surface before any step
     (optimised codes end there; regression to them shrinks towards their mean)."""
     if start not in STARTS:
@@ -274,9 +267,8 @@ def amortised_code(
     cfg = model.config
     segments, dim = cfg.code_segments(len(x)), cfg.code_dim
     if start == "zero":
-        if steps:
-            return protect.protection_code(model, x, steps=steps)
-        return np.zeros((segments, dim), dtype=np.float32)
+        zeros = np.zeros((segments, dim), dtype=np.float32)
+        return refine_code(model, x, zeros, steps) if steps else zeros
     if predictor is None:
         raise ValueError(f"start={start!r} needs a code predictor")
     check_compatible(predictor, model)

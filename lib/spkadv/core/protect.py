@@ -22,6 +22,7 @@ from spkadv.audio.streaming import block_bounds
 from spkadv.core.conditioning import optimise_code
 from spkadv.core.modelfile import ModelFileError, ProtectionModel
 from spkadv.core.models import NoiseMaskGenerator
+from spkadv.core.predictor import CodePredictor, check_compatible, predict_codes
 
 DEFAULT_CHUNK_SECONDS = 5.0  # measured: 30 s blocks cost ~20x more page faults and system time (benchmarks/bench_protect.py)
 
@@ -186,6 +187,7 @@ def protection_code(
     steps: int | None = None,
     progress: bool = False,
     delta_map=None,
+    predictor: CodePredictor | None = None,
 ) -> np.ndarray | None:
     """The per-utterance code of ``x`` for a ``code_film`` model (None for other models).
 
@@ -196,17 +198,35 @@ def protection_code(
     the code is the same, and only the piece being optimised is in memory. ``delta_map``: see
     :func:`spkadv.core.conditioning.optimise_code` (a probe; the protected signal is then
     x + delta_map(δ)).
+
+    ``predictor`` (beyond the paper, :mod:`spkadv.core.predictor`, for a model with per-segment
+    codes): the code starts from the predictor's code stream instead of the zero code, and
+    ``steps`` (default 0, not the model's ``code_steps``) refinement steps follow from it; with
+    0 steps the white-box encoder is never called. The predicted stream is the same whether ``x``
+    is read whole or in pieces. :class:`spkadv.core.predictor.PredictorFileError` when the
+    predictor was trained for another model.
     """
     if not model.config.code_film:
         return None
-    steps = int(model.meta.get("code_steps", 0) if steps is None else steps)
-    if steps <= 0:  # the zero code (one vector serves every segment)
-        return np.zeros(model.config.code_dim, dtype=np.float32)
+    if predictor is not None:
+        check_compatible(predictor, model)
+        steps = 0 if steps is None else int(steps)
+        if steps < 0:
+            raise ValueError(f"{steps} refinement steps: expected 0 or more")
+    else:
+        steps = int(model.meta.get("code_steps", 0) if steps is None else steps)
+        if steps <= 0:  # the zero code (one vector serves every segment)
+            return np.zeros(model.config.code_dim, dtype=np.float32)
     if isinstance(x, np.ndarray) or model.conditioned:
         x = _validate(x if isinstance(x, np.ndarray) else x.read(0, len(x)))
         signal, total = x, None
     else:
         signal, total = (lambda a, b: _validate(x.read(a, b))), len(x)
+    init = None
+    if predictor is not None:
+        init = predict_codes(predictor, signal, total, progress=progress)
+        if steps == 0:  # one forward pass of the predictor: no encoder at all
+            return init
     code, _ = optimise_code(
         model.generator,
         model.code_encoder(),
@@ -222,5 +242,6 @@ def protection_code(
         progress=progress,
         shift=int(model.meta.get("code_shift", 0)),
         delta_map=delta_map,
+        init=init,
     )
     return code
