@@ -74,14 +74,46 @@ def test_the_arm_table_averages_over_seeds_and_applies_the_rule():
 
 
 def test_choose_takes_the_highest_mean_rec_adv_within_the_rule_ties_by_cos():
-    table = ts.arm_table(_runs(RUNS), RULE)
+    steady = {**RUNS, "current": [(6.0, 0.7, 31.0, 55.0)] * 2}  # no spread over seeds
+    table = ts.arm_table(_runs(steady), RULE)
     assert ts.choose(table, RULE) == "beta 0.1"
     tie = ts.arm_table(_runs({**RUNS, "current": [(6.0, 0.5, 31.0, 55.0), (8.0, 0.5, 31.0, 55.0)]}), RULE)  # fmt: skip
     assert ts.choose(tie, RULE) == "current"  # same mean rec-adv, lower cos(x, x')
     looser = ts.ArmRule(min_snr_adv_db=20.0, min_snr_rst_db=45.0)
-    assert ts.choose(ts.arm_table(_runs(RUNS), looser), looser) == "loud"
+    assert ts.choose(ts.arm_table(_runs(steady), looser), looser) == "loud"
     none = ts.arm_table(_runs({"current": [(5.0, 0.7, 25.0, 55.0)]}), RULE)
     assert ts.choose(none, RULE) is None
+
+
+def test_a_changed_arm_must_beat_the_profile_by_the_margin_and_the_seed_spread():
+    table = ts.arm_table(_runs(RUNS), RULE)  # 'beta 0.1' +1.0 over the profile, whose spread is 2.0
+    assert (
+        ts.choose(table, ts.ArmRule(30.0, 45.0, margin_points=0.5)) == "current"
+    )  # within the spread
+    steady = ts.arm_table(
+        _runs({**RUNS, "current": [(6.0, 0.7, 31.0, 55.0)] * 2}), RULE
+    )  # spread 0
+    assert ts.choose(steady, ts.ArmRule(30.0, 45.0, margin_points=0.5)) == "beta 0.1"
+    assert (
+        ts.choose(steady, ts.ArmRule(30.0, 45.0, margin_points=1.0)) == "current"
+    )  # not more than
+    text = ts.conclusion(steady, ARMS, "current", RULE, 0.15)
+    assert (
+        text.startswith("**Dev confirms")
+        and "the best changed arm, 'beta 0.1', +1.00 points" in text
+    )
+    unfit = ts.arm_table(_runs({**RUNS, "current": [(6.0, 0.7, 25.0, 55.0)] * 2}), RULE)
+    assert (
+        ts.choose(unfit, ts.ArmRule(30.0, 45.0, margin_points=5.0)) == "beta 0.1"
+    )  # the profile is outside the rule
+
+
+def test_the_margin_is_a_share_of_the_target_trials():
+    trials = pd.DataFrame({"target": [1] * 32 + [0] * 448})
+    assert ts.margin_for(trials, 1.0) == pytest.approx(3.125)
+    assert ts.margin_for(trials, 0.5) == pytest.approx(1.5625)
+    with pytest.raises(ValueError, match="no target trial"):
+        ts.margin_for(pd.DataFrame({"target": [0, 0]}), 1.0)
 
 
 def test_the_conclusion_and_metrics_say_whether_dev_confirms():

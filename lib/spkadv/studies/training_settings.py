@@ -167,19 +167,33 @@ def run_grid(
 
 @dataclass(frozen=True)
 class ArmRule:
-    """The choice among arms (an assumption, beyond the paper): the highest mean rec-adv EER over
-    the seeds among the arms whose every run has SNR(adv) >= ``min_snr_adv_db``, one-shot
-    SNR(rst) >= ``min_snr_rst_db`` and no collapse; ties go to the lower mean cos(x, x')."""
+    """The choice among arms (an assumption, beyond the paper): among the arms whose every run has
+    SNR(adv) >= ``min_snr_adv_db``, one-shot SNR(rst) >= ``min_snr_rst_db`` and no collapse, the
+    highest mean rec-adv EER over the seeds, ties by the lower mean cos(x, x'). A changed arm
+    replaces the profile's settings only when its mean rec-adv exceeds theirs by more than
+    ``margin_points`` and by more than the spread over seeds of the profile's own arm: smaller
+    differences are within what a seed or one trial changes, and the profile keeps its value."""
 
     min_snr_adv_db: float = 30.0
     min_snr_rst_db: float = 45.0
+    margin_points: float = 0.0
 
     def text(self) -> str:
         return (
             f"every seed's run with SNR(adv) >= {self.min_snr_adv_db:g} dB, SNR(rst) >= "
             f"{self.min_snr_rst_db:g} dB and no collapse; the highest mean rec-adv EER, ties by "
-            "the lower mean cos(x, x')"
+            "the lower mean cos(x, x'); a changed arm must beat the profile's mean rec-adv by more "
+            f"than {self.margin_points:.2f} points and more than the profile's spread over seeds"
         )
+
+
+def margin_for(trials: pd.DataFrame, target_trials: float) -> float:
+    """EER points worth ``target_trials`` target trials of ``trials`` (the EER's resolution on a
+    small subset: one target trial of 32 is 3.1 points)."""
+    n = int(trials["target"].astype(bool).sum())
+    if n == 0:
+        raise ValueError("the trials hold no target trial: the EER is undefined")
+    return float(target_trials) * 100.0 / n
 
 
 def arm_table(runs: pd.DataFrame, rule: ArmRule) -> pd.DataFrame:
@@ -208,7 +222,12 @@ def choose(table: pd.DataFrame, rule: ArmRule) -> str | None:
     if ok.empty:
         return None
     ranked = ok.assign(_neg=-ok["eer_recadv"]).sort_values(["_neg", "cos_x_adv"], kind="stable")
-    return str(ranked.index[0])
+    best = str(ranked.index[0])
+    if best != CURRENT and CURRENT in ok.index:
+        cur = ok.loc[CURRENT]
+        if ok.loc[best, "eer_recadv"] - cur["eer_recadv"] <= max(rule.margin_points, cur["eer_recadv_spread"]):  # fmt: skip
+            return CURRENT  # within a seed's or a trial's worth: the profile keeps its value
+    return best
 
 
 def _changes_text(changes: dict[str, Any]) -> str:
@@ -239,10 +258,12 @@ def conclusion(
     if chosen is None:
         head = "No arm meets the rule on the dev speakers: the study chooses nothing."
     elif chosen == CURRENT:
-        head = (
-            "**Dev confirms the profile's training settings**: no changed arm beats them within the "
-            "rule."
-        )
+        rivals = table[table["meets_rule"]].drop(index=CURRENT)
+        top = rivals["eer_recadv"].idxmax() if not rivals.empty else None
+        head = "**Dev confirms the profile's training settings**: no changed arm beats them within the rule" + (
+            f" (the best changed arm, '{top}', {table.loc[top, 'eer_recadv'] - cur['eer_recadv']:+.2f} points)."
+            if top is not None else "."
+        )  # fmt: skip
     else:
         margin = table.loc[chosen, "eer_recadv"] - cur["eer_recadv"]
         head = (
