@@ -311,3 +311,20 @@ def test_smoke_training_on_the_synthetic_corpus_reads_the_same_from_disk(tmp_pat
     b = train(cfg, disk, enc, tmp_path / "disk", progress=False)
     assert datasets.state_digest(a.generator) == datasets.state_digest(b.generator)
     assert datasets.state_digest(a.removal) == datasets.state_digest(b.removal)
+
+
+def test_state_digest_takes_zero_dim_tensors_and_keeps_the_bytes_digest():
+    """A module with BatchNorm (a 0-dim long num_batches_tracked) hashes; the digest follows the
+    bytes of every tensor, the 0-dim ones included."""
+    import hashlib
+
+    bn = torch.nn.BatchNorm1d(3)
+    first = datasets.state_digest(bn)
+    bn.num_batches_tracked += 1
+    assert datasets.state_digest(bn) != first
+    lin = torch.nn.Linear(2, 2)  # no 0-dim tensor: the digest is the one of the byte views
+    expect = hashlib.sha256(type(lin).__qualname__.encode())
+    for key, tensor in sorted(lin.state_dict().items()):
+        expect.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        expect.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    assert datasets.state_digest(lin) == expect.hexdigest()
