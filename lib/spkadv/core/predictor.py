@@ -311,6 +311,24 @@ def training_features(predictor: CodePredictor, x: np.ndarray) -> torch.Tensor:
         return predictor.features(torch.from_numpy(segment_windows(x, 0, segments, cfg)))
 
 
+def initialise(
+    predictor: CodePredictor, features: torch.Tensor, mean_code: torch.Tensor, seed: int
+) -> None:
+    """Fresh weights drawn with ``seed``, the feature normalisation fitted on ``features``
+    [N, n_mels, frames], ``mean_code`` (projected into the ball) as the mean training code and
+    as the last layer's bias (what the untrained network gives). Every training starts here."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in [*predictor.convs, *predictor.head]:
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+    with torch.no_grad():
+        predictor.feature_mean.copy_(features.mean(dim=(0, 2)))
+        predictor.feature_std.copy_(features.std(dim=(0, 2)).clamp_min(1e-3))
+        predictor.mean_code.copy_(predictor.project(mean_code.float()))
+        predictor.head[-1].bias.copy_(predictor.mean_code)
+
+
 def fit(
     predictor: CodePredictor,
     features: torch.Tensor,
@@ -331,16 +349,7 @@ def fit(
     if len(features) != len(targets) or len(features) == 0:
         raise ValueError(f"{len(features)} feature rows for {len(targets)} target codes")
     targets = targets.float()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for layer in [*predictor.convs, *predictor.head]:
-            if hasattr(layer, "reset_parameters"):
-                layer.reset_parameters()
-    with torch.no_grad():
-        predictor.feature_mean.copy_(features.mean(dim=(0, 2)))
-        predictor.feature_std.copy_(features.std(dim=(0, 2)).clamp_min(1e-3))
-        predictor.mean_code.copy_(predictor.project(targets.mean(0)))
-        predictor.head[-1].bias.copy_(predictor.mean_code)
+    initialise(predictor, features, targets.mean(0), seed)
     optimiser = torch.optim.Adam(predictor.parameters(), lr=lr)
     draw = torch.Generator().manual_seed(seed)
     predictor.train()

@@ -26,12 +26,13 @@ from tqdm.auto import tqdm
 from spkadv import SAMPLE_RATE
 from spkadv.audio.io import load_audio
 from spkadv.base.fileio import atomic_path
-from spkadv.core import modelfile, predictor, protect
+from spkadv.core import modelfile, predictor, predictor_train, protect
 from spkadv.evaluation import conditions, metrics, plotting
 from spkadv.studies import settings, study
 from spkadv.studies.settings import one_thread
 
 K0 = {"start": "predicted", "steps": 0}  # the amortised protection: no encoder at protect time
+REGRESSION_K0 = "regression predictor, 0 steps"  # beside an attack-trained predictor's rows
 
 
 def spread_rows(rows: pd.DataFrame, count: int, skip: int = 0) -> pd.DataFrame:
@@ -97,6 +98,78 @@ def training_set(
         if len(f) != len(c):
             raise ValueError(f"{len(f)} segments of audio for a code of {len(c)} segments")
     return torch.cat(feats), torch.from_numpy(np.concatenate(codes))
+
+
+def attack_rows(train: pd.DataFrame, held: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The train-speaker utterances the attack objective trains on: ``count`` of them (0: all)
+    round robin over the speakers, the held-out ones left out (the fitted ones come first: the
+    attack objective needs no optimised code, so it can use more utterances than regression)."""
+    rest = train[~train["utt_id"].isin(held["utt_id"])]
+    return spread_rows(rest, count if count > 0 else len(rest))
+
+
+def train_attack(
+    model: modelfile.ProtectionModel,
+    config: predictor.PredictorConfig,
+    rows: pd.DataFrame,
+    codes: dict[str, np.ndarray],
+    max_seconds: float,
+    progress: bool = False,
+    **settings_: Any,
+) -> tuple[predictor.CodePredictor, list[float], dict[str, float]]:
+    """(a predictor trained on the attack objective, its loss per step, cost): the utterances of
+    ``rows`` cut to ``max_seconds``, their optimised code where ``codes`` has one (the mean
+    training code, and the regression term of ``regression_weight``), one torch thread;
+    ``settings_``: :func:`spkadv.core.predictor_train.fit_attack`'s steps, lr, crops,
+    crop_segments, regression_weight, seed. ``cost``: CPU seconds of the training."""
+    cut = int(max_seconds * SAMPLE_RATE)
+    waves = [load_audio(path)[:cut] for path in rows["path"]]
+    net = predictor.CodePredictor(config)
+    with one_thread():
+        started = time.process_time()
+        history = predictor_train.fit_attack(
+            net, model, waves, [codes.get(u) for u in rows["utt_id"]], progress=progress,
+            **settings_,
+        )  # fmt: skip
+        cpu = time.process_time() - started
+    return net, history, {"cpu_seconds": cpu, "utterances": len(waves)}
+
+
+def held_cosines(
+    model: modelfile.ProtectionModel,
+    waves: list[np.ndarray],
+    nets: dict[str, predictor.CodePredictor],
+) -> dict[str, float]:
+    """Mean cos(z(x), z(x')) on held-out train-speaker utterances (the attack objective at
+    k = 0, the model's code encoder) with the zero code, each net's mean training code
+    (``mean_code``) and each net's predicted code: ``held_cos_zero``, ``held_cos_<name>``,
+    ``held_cos_mean_<name>``."""
+    dim = model.config.code_dim
+    with one_thread():
+        out = {
+            "held_cos_zero": predictor_train.attack_cosine(
+                model, waves, [np.zeros(dim)] * len(waves)
+            )
+        }
+        for name, net in nets.items():
+            mean = net.mean_code.cpu().numpy()
+            out[f"held_cos_mean_{name}"] = predictor_train.attack_cosine(
+                model, waves, [mean] * len(waves)
+            )
+            predicted = [predictor.predict_codes(net, x) for x in waves]
+            out[f"held_cos_{name}"] = predictor_train.attack_cosine(model, waves, predicted)
+    return out
+
+
+def attack_text(held: dict[str, float], cost: dict[str, float], steps: int) -> str:
+    """One sentence on the attack-trained predictor, for the conclusion."""
+    return (
+        f"The attack-trained predictor ({steps} steps on {cost['utterances']} train-speaker "
+        f"utterances, {cost['cpu_seconds'] / 60:.1f} CPU min): on the held-out train-speaker "
+        f"utterances cos(x, x') at k = 0 {held['held_cos_attack']:.3f}, against "
+        f"{held['held_cos_regression']:.3f} for the regression predictor and "
+        f"{held['held_cos_zero']:.3f} for the zero code (lower: stronger)."
+    )
 
 
 def measure(
@@ -190,7 +263,7 @@ def conclusion(table: pd.DataFrame, k0: str, current: str, fit_text: str) -> str
             )
             + "."
         )
-    predicted = (table["start"] == "predicted") & ~table["to_radius"]
+    predicted = _on_line(table, k0)
     refined = table[predicted & (table["steps"] > 0)].sort_values("steps")
     match = refined[refined["eer_recadv"] >= b["eer_recadv"]]
     if len(match):
@@ -202,6 +275,15 @@ def conclusion(table: pd.DataFrame, k0: str, current: str, fit_text: str) -> str
     elif len(refined):
         text += f" No refinement measured ({', '.join(str(int(s)) for s in refined['steps'])} steps) reaches today's rec-adv."
     return f"{text} {fit_text}"
+
+
+def _on_line(table: pd.DataFrame, k0: str) -> pd.Series:
+    """Rows of the chosen predictor's code refined for k steps (k0's predictor when the table
+    has a ``predictor`` column: an attack-trained one beside the regression reference)."""
+    line = (table["start"] == "predicted") & ~table["to_radius"].astype(bool)
+    if "predictor" in table:
+        line &= table["predictor"] == table.loc[k0, "predictor"]
+    return line
 
 
 def figures_of_merit(table: pd.DataFrame, k0: str, current: str, text: str) -> dict[str, Any]:
@@ -234,7 +316,7 @@ def frontier_figure(table: pd.DataFrame, k0: str, current: str, title: str):
     import matplotlib.pyplot as plt  # lazy: after setup() has chosen the backend (Agg in batch)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    on_line = (table["start"] == "predicted") & ~table["to_radius"]
+    on_line = _on_line(table, k0)
     line, others = table[on_line].sort_values("steps"), table[~on_line]
     panels = [("eer_recadv", "rec-adv EER (%), white box, dev trials"),
               ("cos_x_adv", "cos(x, x'), white box (lower: stronger)")]  # fmt: skip
