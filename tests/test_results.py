@@ -160,13 +160,13 @@ def test_dev_choices_say_what_studies_96_and_90_concluded():
         "dev_confirms_current": False,
     }
     m90 = {
-        "variants": "base,code,segcode",
+        "variants": "base,code,segcode,segcode+opt5",
         "best_variant": "code",
         "code.eer_recadv": 9.0,
         "code.snr_adv_db": 31.0,
-        "code.eer_recgn": 3.0,
-        "segcode.eer_recadv": 8.0,
-        "segcode.snr_adv_db": 31.5,
+        "segcode+opt5.eer_recgn": 3.0,
+        "segcode+opt5.eer_recadv": 8.0,
+        "segcode+opt5.snr_adv_db": 31.5,
         "eer_recrec": 2.0,
     }
     snap = {
@@ -179,10 +179,20 @@ def test_dev_choices_say_what_studies_96_and_90_concluded():
         "Rule: every run within."
     )
     assert (
-        "dev does not confirm the profile's 'segcode' (rec-adv 8.00 % at 31.5 dB); the best on dev is 'code' (rec-adv 9.00 %"
+        "dev does not confirm the profile's 'segcode+opt5' (rec-adv 8.00 % at 31.5 dB; noise of the same power 3.00 %"
         in lines[2]
     )
-    same = {**m90, "best_variant": "segcode"}
-    assert "dev confirms the profile's 'segcode'" in result_pages.dev_choices(
-        {"p": {"studies": {"90_attack_study": {"metrics": same}}}}
+    assert lines[2].endswith("the best on dev is 'code' (rec-adv 9.00 % at 31.0 dB)")
+    for best in ("segcode+opt5", "segcode"):
+        same = result_pages.dev_choices(
+            {"p": {"studies": {"90_attack_study": {"metrics": {**m90, "best_variant": best}}}}}
+        )
+        assert "dev confirms the profile's 'segcode+opt5'" in same
+    plain = {"variants": "base,segcode", "best_variant": "base"}
+    assert "the profile's 'segcode' (rec-adv" in result_pages.dev_choices(
+        {"p": {"studies": {"90_attack_study": {"metrics": plain}}}}
+    )
+    absent = {"variants": "base,code", "best_variant": "base"}
+    assert "'segcode' was not run" in result_pages.dev_choices(
+        {"p": {"studies": {"90_attack_study": {"metrics": absent}}}}
     )
