@@ -203,10 +203,15 @@ def test_studies_live_in_their_folder_and_run_only_when_named(project):
         str(project["profile"]), start="10", notebooks=project["notebooks"], progress=False
     )
     assert "90_study" not in summary["stages"]
+    paper_environment = dict(summary["environment"])
+    assert "finished" in paper_environment
     summary = pipeline.run(
         str(project["profile"]), only=["90"], notebooks=project["notebooks"], progress=False
     )
     assert summary["stages"]["90_study"]["metrics"] == {"value": 7}
+    # a study records its own environment; the run's (what made the paper's stages) stays
+    assert summary["environment"] == paper_environment
+    assert summary["stages"]["90_study"]["environment"]["started"] >= paper_environment["started"]
     assert (
         runs_of(project, "90_study") == 1
     )  # the run folder keeps the stem: runs/<profile>/90_study/

@@ -275,6 +275,7 @@ def run(
         summary = read_json(summary_path) if summary_path.exists() else {}
         summary.update(profile=profile_name, stages=summary.get("stages", {}))
         rerun_rest = force
+        ran_stage = False  # a paper stage (not a study) ran: the run's environment is this one
         for number, stage in enumerate(stages, 1):
             out_dir = config.stage_dir(profile_name, stage.stem)
             key = stage.key(code)
@@ -295,12 +296,18 @@ def run(
                         flush=True,
                     )
                 out_dir = config.stage_dir(profile_name, stage.stem)
-                # what made the stages that run now: the commit and the machine (results.md)
-                summary["environment"] = {
+                # what made the stages that run now: the commit and the machine (results.md);
+                # a study keeps its own, and leaves the environment of the paper's stages alone
+                environment = {
                     **runinfo.git_state(config.project_root()),
                     **runinfo.machine(),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 }
+                if is_study(stage.notebook):
+                    entry["environment"] = environment
+                else:
+                    summary["environment"] = environment
+                    ran_stage = True
                 write_json(out_dir / STAGE_RECORD, {"status": "running", "key": key, "code": code})
                 began = time.monotonic()
                 try:
@@ -326,6 +333,8 @@ def run(
                     {"status": "ok", "key": key, "code": code, "seconds": seconds},
                 )
                 entry = {"status": "ok", "seconds": seconds, "threads": chosen.threads}
+                if is_study(stage.notebook):
+                    entry["environment"] = environment
                 figure = result_pages.stage_headline(
                     stage.stem, config.read_metrics(profile_name, stage.stem)
                 )
@@ -338,7 +347,7 @@ def run(
             entry.pop("error", None)
             summary["stages"][stage.stem] = entry
             write_json(summary_path, summary)
-        if rerun_rest and "environment" in summary:
+        if ran_stage and "environment" in summary:
             summary["environment"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         summary["total_minutes"] = round(
             sum(s.get("seconds") or 0 for s in summary["stages"].values()) / 60, 2
