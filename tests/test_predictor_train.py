@@ -16,6 +16,8 @@ from spkadv.core.models import RemovalModule, SSEDConfig, SSEDGenerator
 from spkadv.encoders.random_conv import RandomConvEncoder
 from spkadv.evaluation import metrics
 
+from .test_predictor import _speech
+
 SEG = 4000  # 0.25 s segments
 
 
@@ -48,14 +50,6 @@ def _model(snr_target_db: float | None = None) -> modelfile.ProtectionModel:
     return modelfile.ProtectionModel(
         gen, rem, 0.5, "model", cfg, meta, GradEncoder()
     )  # eps: attackable
-
-
-def _speech(seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * 16000)
-    envelope = np.repeat(rng.uniform(0.01, 0.3, size=n // 800 + 1), 800)[:n]
-    tone = np.sin(2 * np.pi * rng.uniform(100, 400) * np.arange(n) / 16000)
-    return (envelope * (rng.standard_normal(n) + 2 * tone)).astype(np.float32)
 
 
 def _net(model) -> predictor.CodePredictor:
