@@ -5,6 +5,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= default
 STAMP := $(VENV)/.installed
+# pip over a flaky network: each install is retried whole (wheels already downloaded stay in pip's
+# cache), and pip itself retries connections and resumes interrupted downloads (pip >= 25.1)
+PIP_TRIES ?= 4
+PIP_NET := --retries 10 --timeout 60
+define pip_install
+for try in $$(seq 1 $(PIP_TRIES)); do \
+  $(PY) -m pip install --quiet $(PIP_NET) $(1) && break; \
+  if [ $$try = $(PIP_TRIES) ]; then echo 'error: pip install $(1) failed $(PIP_TRIES) times; check the network and rerun make setup (downloaded wheels stay in the pip cache)' >&2; exit 1; fi; \
+  echo "pip install failed (try $$try of $(PIP_TRIES)); retrying in 20 s" >&2; sleep 20; \
+done
+endef
 DEBIAN_PACKAGES := flite ffmpeg espeak-ng chromium chromium-driver
 
 .PHONY: setup reproduce study test test-lib test-notebooks smoke-run lab bench lint clean-runs
@@ -23,11 +34,11 @@ $(STAMP): requirements.txt requirements-test.txt requirements-test-nodeps.txt py
 	  fi; \
 	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet -r requirements-test.txt -c requirements.txt  # test-only (tests/test_parity.py)
-	$(PY) -m pip install --quiet --no-deps -r requirements-test-nodeps.txt  # its reference implementations
-	$(PY) -m pip install --quiet --no-deps -e .
+	@$(call pip_install,--upgrade "pip>=25.1")
+	@$(call pip_install,--resume-retries 10 -r requirements.txt)
+	@$(call pip_install,--resume-retries 10 -r requirements-test.txt -c requirements.txt)  # test-only (tests/test_parity.py)
+	@$(call pip_install,--resume-retries 10 --no-deps -r requirements-test-nodeps.txt)  # its reference implementations
+	@$(call pip_install,--no-deps -e .)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (spkadv)" >/dev/null
 	touch $(STAMP)
 
