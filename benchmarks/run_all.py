@@ -11,7 +11,10 @@ protection in one process against one process per core), scale (training data re
 the loader's memory and crops per second at 1 000 to 100 000 files), paper_estimate (the paper
 profile's training hours on one GPU and on 8, estimated from counted FLOPs and operations),
 predictor (protect cost on one thread of today's optimised code and of the predicted code refined
-for k = 0, 1, 2, 5 steps, and PGD's cost to match each; needs study 95's trained predictor). An item
+for k = 0, 1, 2, 5 steps, and PGD's cost to match each; needs study 95's trained predictor),
+frontier (the speed / strength frontier on the default profile's eval speakers: white-box and
+held-out black-box rec-adv, rec-rst and SNR(rst) against protect cost for the predicted code + k
+steps, today's protection and PGD; bench_frontier.py --profile for another profile). An item
 whose library piece is missing is recorded with the reason and the others still run.
 """
 
@@ -43,6 +46,7 @@ ITEMS = (
     "scale",
     "paper_estimate",
     "predictor",
+    "frontier",
 )
 
 # headline figure -> (item, key in the item's JSON, target text, test on the value or None)
@@ -134,13 +138,34 @@ HEADLINE: dict[str, tuple[str, str, str, Any]] = {
     "protect_rtf_1thread_predictor_k1": ("predictor", "protect_rtf_1thread_predictor_k1", "", None),
     "protect_rtf_1thread_predictor_k2": ("predictor", "protect_rtf_1thread_predictor_k2", "", None),
     "protect_rtf_1thread_predictor_k5": ("predictor", "protect_rtf_1thread_predictor_k5", "", None),
-    "pgd_speed_ratio_current": ("predictor", "pgd_speed_ratio", ">= 50", lambda v: v >= 50),
+    "pgd_speed_ratio_current": ("predictor", "pgd_speed_ratio", ">= 5", lambda v: v >= 5),
     "pgd_speed_ratio_predictor_k0": (
         "predictor",
         "pgd_speed_ratio_predictor_k0",
-        ">= 50",
-        lambda v: v >= 50,
+        ">= 5",
+        lambda v: v >= 5,
     ),
+    # the speed / strength frontier on the default profile's eval speakers, one thread
+    "frontier_protect_rtf_current": ("frontier", "protect_rtf_1thread", "", None),
+    "frontier_protect_rtf_k0": (
+        "frontier",
+        "protect_rtf_1thread_k0",
+        "<= 0.15",
+        lambda v: v <= 0.15,
+    ),
+    "frontier_eer_rise_fraction_fast": (
+        "frontier",
+        "eer_rise_fraction_fast",
+        ">= 0.9 at <= 0.15",
+        lambda v: v >= 0.9,
+    ),
+    "frontier_eer_recrst_diff_points_fast": (
+        "frontier",
+        "eer_recrst_diff_points_fast",
+        "<= 0.5",
+        lambda v: v <= 0.5,
+    ),
+    "frontier_snr_rst_db_fast": ("frontier", "snr_rst_db_fast", ">= 45", lambda v: v >= 45),
 }
 REASON_KEYS = {
     "table_rerun_speedup": "table_rerun_reason",

@@ -181,16 +181,20 @@ def measure(
     variant: dict[str, Any],
     noise_seed: int = 0,
     progress: bool = False,
+    blackbox: dict[str, Scorer] | None = None,
 ) -> dict[str, float]:
     """One variant on the dev subset with the white-box encoder (as notebook 94's ``measure``):
     each utterance protected with the variant's code and restored one-shot by F_R with that code
-    (the sidecar's). rec-adv and rec-gn EER (%), mean cos(x, x') and cos(x, gn), SNR(adv) and
-    SNR(rst) (dB), the largest code norm, and the CPU seconds per audio second (one torch thread)
-    of the code (``code_cost``) and of code and protection together (``protect_cost``)."""
+    (the sidecar's). rec-adv, rec-gn and rec-rst EER (%), mean cos(x, x') and cos(x, gn), SNR(adv)
+    and SNR(rst) (dB), the largest code norm, and the CPU seconds per audio second (one torch
+    thread) of the code (``code_cost``) and of code and protection together (``protect_cost``).
+    ``blackbox``: name -> (encoder, its embeddings of the originals), each scored on the same
+    waveforms as ``<name>_eer_recadv``, ``<name>_eer_recgn``, ``<name>_cos_x_adv`` ...; an
+    encoder never used by the protection (held out) measures transfer."""
     start, steps = str(variant.get("start", "predicted")), int(variant.get("steps", 0))
     to_radius = bool(variant.get("to_radius", False))
     encoder = model.encoder()
-    advs, gns, snr_adv, snr_rst, norms = [], [], [], [], []
+    advs, gns, rsts, snr_adv, snr_rst, norms = [], [], [], [], [], []
     cpu_code = cpu_all = 0.0
     with one_thread():
         pairs = list(zip(evalset.utt_ids, evalset.waves, strict=True))
@@ -202,11 +206,14 @@ def measure(
             cpu_all += time.process_time() - started
             rst = protect.restore(model, adv, code=code)
             advs.append(adv)
+            rsts.append(rst)
             gns.append(conditions.matched_noise(x, adv - x, noise_seed, utt))
             snr_adv.append(metrics.snr_db(x, adv))
             snr_rst.append(metrics.snr_db(x, rst))
             norms.append(float(np.linalg.norm(code, axis=-1).max()))
         scores = settings.score_protected(encoder, evalset, trials, rec, advs, gns)
+        scores["eer_recrst"] = restored_eer(encoder, evalset, trials, rec, rsts)
+        scores |= scored_elsewhere(blackbox, evalset, trials, advs, gns)
     audio_seconds = sum(len(x) for x in evalset.waves) / SAMPLE_RATE
     return {
         "start": start,
@@ -218,6 +225,81 @@ def measure(
         "max_code_norm": max(norms),
         "code_cost": cpu_code / audio_seconds,
         "protect_cost": cpu_all / audio_seconds,
+    }
+
+
+# an encoder and its embeddings of the originals (utt_id -> unit embedding)
+Scorer = tuple[torch.nn.Module, dict[str, np.ndarray]]
+
+
+def restored_eer(
+    encoder: torch.nn.Module,
+    evalset: study.EvalSet,
+    trials: pd.DataFrame,
+    rec: dict[str, np.ndarray],
+    rsts: list[np.ndarray],
+) -> float:
+    """rec-rst EER (%) on ``trials``: the restored waveforms of ``evalset`` against the originals."""
+    rst = dict(zip(evalset.utt_ids, study.embed(encoder, rsts), strict=True))
+    return conditions.condition_eers(trials, {"rec": rec, "rst": rst}, ["rec-rst"])["rec-rst"]
+
+
+def scored_elsewhere(
+    scorers: dict[str, Scorer] | None,
+    evalset: study.EvalSet,
+    trials: pd.DataFrame,
+    advs: list[np.ndarray],
+    gns: list[np.ndarray],
+) -> dict[str, float]:
+    """``<name>_<score>`` of :func:`spkadv.studies.settings.score_protected` per scorer."""
+    out: dict[str, float] = {}
+    for name, (encoder, rec) in (scorers or {}).items():
+        scores = settings.score_protected(encoder, evalset, trials, rec, advs, gns)
+        out |= {f"{name}_{key}": value for key, value in scores.items()}
+    return out
+
+
+def pgd_point(
+    encoder: torch.nn.Module,
+    evalset: study.EvalSet,
+    trials: pd.DataFrame,
+    rec: dict[str, np.ndarray],
+    snr_db: float,
+    steps: int,
+    blackbox: dict[str, Scorer] | None = None,
+    noise_seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Per-utterance PGD on ``encoder`` (the white box), ``steps`` steps at an L2 budget of
+    ``snr_db`` (:func:`spkadv.evaluation.attacks.pgd`, its default step length), timed and scored
+    as :func:`measure` times and scores a code variant. PGD keeps no key: it has no restoration
+    (``snr_rst_db`` and ``eer_recrst`` are NaN)."""
+    from spkadv.evaluation import attacks
+
+    advs, gns, snr_adv, cpu = [], [], [], 0.0
+    with one_thread():
+        pairs = list(zip(evalset.utt_ids, evalset.waves, strict=True))
+        for i, (utt, x) in enumerate(tqdm(pairs, desc=f"PGD, {steps} steps", disable=not progress)):
+            started = time.process_time()
+            adv = attacks.pgd(encoder, x, snr_db=snr_db, steps=steps, seed=i).x_adv
+            cpu += time.process_time() - started
+            advs.append(adv)
+            gns.append(conditions.matched_noise(x, adv - x, noise_seed, utt))
+            snr_adv.append(metrics.snr_db(x, adv))
+        scores = settings.score_protected(encoder, evalset, trials, rec, advs, gns)
+        scores |= scored_elsewhere(blackbox, evalset, trials, advs, gns)
+    audio_seconds = sum(len(x) for x in evalset.waves) / SAMPLE_RATE
+    return {
+        "start": "pgd",
+        "steps": steps,
+        "to_radius": False,
+        **scores,
+        "eer_recrst": float("nan"),
+        "snr_adv_db": conditions.mean_db(snr_adv),
+        "snr_rst_db": float("nan"),
+        "max_code_norm": float("nan"),
+        "code_cost": cpu / audio_seconds,
+        "protect_cost": cpu / audio_seconds,
     }
 
 
@@ -371,3 +453,106 @@ def fit_text(summary: dict[str, float], utterances: int, segments: int) -> str:
         f"for the mean training code ({summary['held_explained']:.0%} of it explained; fitted "
         f"{summary['fit_mse']:.4f})."
     )
+
+
+# The speed / strength frontier (``benchmarks.bench_frontier``): targets of a protection faster
+# than real time, measured on eval speakers with the choices (the predictor) made on dev.
+FAST_RTF = 0.15  # protect CPU s per audio second on one thread, about 10x faster than 10 code steps
+RISE_FRACTION = 0.9  # of today's white-box EER rise over rec-rec
+RST_POINTS = 0.5  # rec-rst EER within this many points of today's
+MIN_SNR_RST_DB = 45.0
+
+
+def speed_targets(table: pd.DataFrame, current: str, eer_recrec: float) -> dict[str, Any]:
+    """The fast-protection targets as ``{name: {"value", "target", "met"}}`` on ``table``
+    (indexed by point, columns of :func:`measure` / :func:`pgd_point`): among the protections
+    with a key (not PGD) at most :data:`FAST_RTF` CPU s per audio second, the one with the
+    highest white-box rec-adv; its fraction of today's EER rise, its rec-rst against today's and
+    its SNR(rst). No such point: every target not met, values NaN."""
+    today = table.loc[current]
+    keyed = table[table["start"] != "pgd"]
+    fast = keyed[keyed["protect_cost"] <= FAST_RTF]
+    rise_today = float(today["eer_recadv"]) - eer_recrec
+    if len(fast):
+        best_name = str(fast["eer_recadv"].astype(float).idxmax())
+        best = fast.loc[best_name]
+        fraction = (
+            (float(best["eer_recadv"]) - eer_recrec) / rise_today
+            if rise_today > 0
+            else float("nan")
+        )
+        rst_diff = abs(float(best["eer_recrst"]) - float(today["eer_recrst"]))
+        snr_rst, rtf = float(best["snr_rst_db"]), float(best["protect_cost"])
+    else:
+        best_name, fraction, rst_diff, snr_rst = None, float("nan"), float("nan"), float("nan")
+        rtf = float(keyed["protect_cost"].min())
+
+    def rec(value: float, target: str, met: bool) -> dict[str, Any]:
+        return {"value": value, "target": target, "met": bool(met)}
+
+    return {
+        "fast_point": best_name,
+        "protect_rtf_fast": rec(rtf, f"<= {FAST_RTF:g}", rtf <= FAST_RTF),
+        "eer_rise_fraction_fast": rec(fraction, f">= {RISE_FRACTION:g}", fraction >= RISE_FRACTION),
+        "eer_recrst_diff_points_fast": rec(rst_diff, f"<= {RST_POINTS:g}", rst_diff <= RST_POINTS),
+        "snr_rst_db_fast": rec(snr_rst, f">= {MIN_SNR_RST_DB:g}", snr_rst >= MIN_SNR_RST_DB),
+    }
+
+
+def speed_figure(
+    table: pd.DataFrame,
+    current: str,
+    recrec: dict[str, float],
+    blackbox: str | None,
+    title: str,
+):
+    """White-box rec-adv, held-out black-box rec-adv and SNR(rst) against protect cost (CPU s
+    per audio second, one thread, log scale): the predicted code refined for k steps and PGD for
+    n steps as lines, today's protection as a star; rec-rec (dotted), 90 % of today's white-box
+    EER rise (dashed), :data:`FAST_RTF` and real time marked. ``recrec``: encoder name ->
+    rec-rec EER (``"white"`` for the white box)."""
+    plotting.setup()
+    import matplotlib.pyplot as plt  # lazy: after setup() has chosen the backend (Agg in batch)
+
+    panels = [("eer_recadv", "rec-adv EER (%), white box", "white")]
+    if blackbox:
+        panels.append(
+            (f"{blackbox}_eer_recadv", f"rec-adv EER (%), {blackbox} (held out)", blackbox)
+        )
+    panels.append(("snr_rst_db", "SNR(rst) (dB), the key holder's restoration", None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.3))
+    predicted = table[
+        (table["start"] == "predicted") & ~table["to_radius"].astype(bool)
+    ].sort_values("steps")
+    pgd = table[table["start"] == "pgd"].sort_values("steps")
+    today = table.loc[current]
+    for ax, (column, label, ref) in zip(axes, panels, strict=True):
+        for rows, style, color, name, letter in ((predicted, "o-", "C0", "predicted code + k steps", "k"),
+                                                  (pgd, "s--", "C3", "PGD, n steps (no key)", "n")):  # fmt: skip
+            rows = rows[rows[column].notna()]
+            if not len(rows):
+                continue
+            ax.plot(rows["protect_cost"], rows[column], style, color=color, label=name)
+            for _, row in rows.iterrows():
+                ax.annotate(f"{letter}={int(row['steps'])}", (row["protect_cost"], row[column]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7)  # fmt: skip
+        ax.scatter(today["protect_cost"], today[column], marker="*", s=160, color="C2", zorder=3,
+                   label=current)  # fmt: skip
+        if ref is not None and ref in recrec:
+            ax.axhline(recrec[ref], color="grey", ls=":", lw=1, label="rec-rec")
+        if ref == "white":
+            goal = recrec["white"] + RISE_FRACTION * (float(today[column]) - recrec["white"])
+            ax.axhline(
+                goal, color="C2", ls="--", lw=1, label=f"{RISE_FRACTION:.0%} of today's rise"
+            )
+        if column == "snr_rst_db":
+            ax.axhline(MIN_SNR_RST_DB, color="grey", ls=":", lw=1, label=f"{MIN_SNR_RST_DB:g} dB")
+        ax.axvline(FAST_RTF, color="C1", ls="-.", lw=1, label=f"target {FAST_RTF:g}")
+        ax.axvline(1.0, color="grey", ls="--", lw=1, label="real time")
+        ax.set_xscale("log")
+        ax.set_xlabel("protect cost (CPU s per audio second, one thread)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
