@@ -55,15 +55,25 @@ def run(
     max_seconds: float | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
+    import datetime as dt
+    import os
+
     import pandas as pd
     from spkadv.base import config
     from spkadv.core import modelfile
     from spkadv.data import manifest as data
     from spkadv.encoders import speaker
     from spkadv.evaluation import conditions, plotting
+    from spkadv.report import runinfo
     from spkadv.studies import amortised, settings, study
 
     predictor = common.require("spkadv.core.predictor", "the amortised code")
+    environment = {
+        **runinfo.git_state(config.project_root()),
+        **runinfo.machine(),
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "load_average_at_start": list(os.getloadavg()),
+    }
     model_path = config.stage_dir(profile, "20_joint_training", create=False) / "model.pt"
     if not model_path.is_file():
         raise common.Unavailable(f"no trained {profile} model ({model_path}): run its pipeline")
@@ -162,8 +172,12 @@ def run(
     else:
         figure = plotting.save_figure(fig, "frontier", None if profile == "default" else profile)
     k0 = f"predicted, {min(refine)} steps"
+    environment["load_average_at_end"] = list(os.getloadavg())
     out: dict[str, Any] = {
         "profile": profile,
+        "quick": quick,
+        "environment": environment,
+        "command": f"python -m benchmarks.bench_frontier --profile {profile}",
         "model": str(model_path),
         "predictor": str(net_path),
         "subset": "eval",

@@ -225,3 +225,16 @@ def test_surrogate_is_trained_once_and_turns_its_weight_into_protect_settings(
     }
     with pytest.raises(ValueError, match="needs a surrogate"):
         blackbox.protect_settings({"surrogate_weight": 1.0})
+
+
+def test_the_lines_name_every_further_scoring_encoder():
+    from spkadv.studies import blackbox_scoring
+
+    row = {"variant": "10 steps", "attack": "PGD vfl", "attacked": "vfl", "steps": 10, "oracle": False,
+           "snr_adv_db": 31.5}  # fmt: skip
+    for side, base in (("white", 1.0), ("black", 2.0), ("vfl", 3.0)):
+        row |= {f"{side}_recrec": base, f"{side}_recadv": base + 1, f"{side}_recgn": base + 0.5,
+                f"{side}_cos_adv": 0.5, f"{side}_cos_gn": 0.9}  # fmt: skip
+    for line in (blackbox_scoring.setting_line(row), blackbox_scoring.pgd_line(row, 1.0)):
+        assert "vfl rec-adv 4.00 % (gn 3.50, rec 3.00)" in line
+        assert line.count("rec-adv") == 3

@@ -196,3 +196,39 @@ def test_dev_choices_say_what_studies_96_and_90_concluded():
     assert "'segcode' was not run" in result_pages.dev_choices(
         {"p": {"studies": {"90_attack_study": {"metrics": absent}}}}
     )
+
+
+def _frontier(profile: str = "default") -> dict:
+    point = {"protect_cost": 0.03, "eer_recadv": 8.0, "ge2e_eer_recadv": 3.0, "eer_recrst": 2.0,
+             "snr_adv_db": 31.4, "snr_rst_db": 59.0}  # fmt: skip
+    pgd = point | {"start": "pgd", "eer_recrst": None, "snr_rst_db": None}
+    return {
+        "profile": profile, "quick": False, "environment": {"commit": "abc1234", "cpu": "CPU X"},
+        "utterances": 80, "speakers": 40, "audio_seconds": 270.0, "trials": 2000, "target_trials": 80,
+        "blackbox": "ge2e", "eer_recrec": {"white": 2.5, "ge2e": 2.0}, "pgd_snr_db": 31.4,
+        "points": {"today: zero code, 10 steps": point | {"protect_cost": 1.2, "eer_recadv": 12.5},
+                   "predicted, 0 steps": point, "PGD, 1 steps": pgd},
+        "targets": {"fast_point": "predicted, 0 steps",
+                    "protect_rtf_fast": {"value": 0.03, "target": "<= 0.15", "met": True},
+                    "eer_rise_fraction_fast": {"value": 0.55, "target": ">= 0.9", "met": False}},
+    }  # fmt: skip
+
+
+def test_a_published_frontier_is_rendered_into_the_performance_page(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "snapshot_dir", lambda: tmp_path / "published")
+    write_json(tmp_path / "f.json", _frontier("speechocean762"))
+    assert results.publish_frontier(tmp_path / "f.json") == "speechocean762"
+    fronts = results.load_frontiers(tmp_path / "published")
+    text = result_pages.frontier_section(fronts)
+    assert "### speechocean762" in text and "commit abc1234" in text
+    assert "| predicted, 0 steps | 0.030 | 8.00 | 3.00 | 2.00 | 31.4 | 59.0 |" in text
+    assert "| PGD, 1 steps | 0.030 | 8.00 | 3.00 | n/a | 31.4 | n/a |" in text
+    assert "| eer_rise_fraction_fast | 0.550 | >= 0.9 | NOT met |" in text
+    assert "../figures/speechocean762/frontier.png" in text
+    assert "No frontier published" in result_pages.frontier_section({})
+    write_json(tmp_path / "q.json", _frontier() | {"quick": True})
+    with pytest.raises(results.ResultsError, match="--quick"):
+        results.publish_frontier(tmp_path / "q.json")
+    write_json(tmp_path / "bad.json", {"profile": "default"})
+    with pytest.raises(results.ResultsError, match="bench_frontier"):
+        results.publish_frontier(tmp_path / "bad.json")

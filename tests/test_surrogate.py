@@ -152,3 +152,26 @@ def test_protection_code_optimises_against_the_surrogates_in_the_meta(tmp_path: 
     model.meta["code_surrogates"] = [{"file": str(path)}]
     with pytest.raises(modelfile.ModelFileError, match="code_surrogates"):
         model.code_encoder()
+    model.meta["code_surrogates"] = [{"path": str(path), "encoder": "random-conv", "weight": 1.0}]
+    with pytest.raises(modelfile.ModelFileError, match="code_surrogates"):
+        model.code_encoder()  # one of the two, not both
+
+
+def test_a_named_encoder_joins_the_white_box_in_the_codes_loss() -> None:
+    cfg = SSEDConfig(width=4, stages=2, res_blocks=1, code_film=True)
+    torch.manual_seed(0)
+    model = modelfile.ProtectionModel(
+        SSEDGenerator(cfg).eval(), RemovalModule(cfg).eval(), 0.1, "t", cfg, {}, RandomConvEncoder()
+    )
+    model.meta.update(code_steps=3, code_radius=2.0)
+    x = _voice(150.0, 1.5, 7)
+    plain = protect.protection_code(model, x)
+    model.meta["code_surrogates"] = [{"encoder": "random-conv", "weight": 2.0}]
+    ens = model.code_encoder()
+    assert isinstance(ens, surrogate.EnsembleEncoder) and len(ens.encoders) == 2
+    assert ens.scales == pytest.approx([(1 / 3) ** 0.5, (2 / 3) ** 0.5])
+    joint = protect.protection_code(model, x)
+    assert joint.shape == plain.shape and not np.array_equal(joint, plain)
+    model.meta["code_surrogates"] = [{"encoder": "no-such-encoder", "weight": 1.0}]
+    with pytest.raises(Exception, match="no-such-encoder"):
+        model.code_encoder()

@@ -77,8 +77,10 @@ class ProtectionModel:
 
     def code_encoder(self) -> torch.nn.Module:
         """What the per-utterance code is optimised against: the white-box encoder, joined by the
-        surrogates listed in ``meta["code_surrogates"]`` (``[{"path", "weight"}]``, weights relative
-        to the white box's 1; beyond the paper, see :mod:`spkadv.encoders.surrogate`) when there are any."""
+        surrogates listed in ``meta["code_surrogates"]`` when there are any (beyond the paper): each
+        ``{"path": <file>, "weight": w}`` (a d-vector of :mod:`spkadv.encoders.surrogate`) or
+        ``{"encoder": <name>, "weight": w}`` (an encoder of :func:`spkadv.encoders.speaker.load`,
+        such as ``vfl``), weights relative to the white box's 1."""
         extra = self.meta.get("code_surrogates") or []
         if not extra:
             return self.encoder()
@@ -86,11 +88,12 @@ class ProtectionModel:
         if key not in self._code_encoders:
             device = next(self.generator.parameters()).device
             try:
-                members = [load_surrogate(item["path"], device) for item in extra]
+                members = [_code_member(item, device) for item in extra]
                 weights = [1.0] + [float(item["weight"]) for item in extra]
             except (KeyError, TypeError) as err:
                 raise ModelFileError(
-                    f'meta["code_surrogates"] must be a list of {{"path": ..., "weight": ...}}, got {extra!r}'
+                    f'meta["code_surrogates"] must be a list of {{"path": ..., "weight": ...}} or '
+                    f'{{"encoder": ..., "weight": ...}}, got {extra!r}'
                 ) from err
             self._code_encoders[key] = EnsembleEncoder([self.encoder(), *members], weights)
         return self._code_encoders[key]
@@ -105,6 +108,15 @@ class ProtectionModel:
     def overlap(self) -> int:
         """Context kept on each side of a chunk: the receptive field rounded up to the alignment."""
         return math.ceil((self.receptive_field + 1) / self.alignment) * self.alignment
+
+
+def _code_member(item: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """One surrogate of ``meta["code_surrogates"]``: a d-vector file or a named encoder."""
+    if ("path" in item) == ("encoder" in item):
+        raise KeyError("exactly one of 'path' and 'encoder'")
+    if "encoder" in item:
+        return encoders.load(str(item["encoder"]), device=device)
+    return load_surrogate(item["path"], device)
 
 
 def _state(module: torch.nn.Module | None) -> dict[str, torch.Tensor]:

@@ -246,3 +246,67 @@ def results_page(snaps: Mapping[str, Mapping[str, Any]]) -> str:
     for p in snaps:
         parts += ["", profile_section(snaps[p])]
     return "\n".join(parts) + "\n"
+
+
+FRONTIER_FIGURES = {
+    "default": "../figures/frontier.png"
+}  # others: ../figures/<profile>/frontier.png
+
+
+def _frontier_profile(snap: Mapping[str, Any]) -> list[str]:
+    env = snap.get("environment", {})
+    profile = str(snap["profile"])
+    bb = snap.get("blackbox")
+    rr = snap.get("eer_recrec", {})
+    commit = env.get("commit", "unknown") + (" with local changes" if env.get("dirty") else "")
+    load = env.get("load_average_at_start") or [float("nan")]
+    lines = [
+        f"### {profile}",
+        "",
+        f"`{snap.get('command', 'python -m benchmarks.bench_frontier --profile ' + profile)}`: "
+        f"commit {commit}; {env.get('cpu', 'CPU unknown')}, one torch thread, load {_fmt(load[0])} "
+        f"at the start; {env.get('date_utc', '')} UTC. {snap['utterances']} eval utterances of "
+        f"{snap['speakers']} speakers ({_fmt(snap['audio_seconds'] / 60, 1)} min), {snap['trials']} "
+        f"trials ({snap['target_trials']} target); rec-rec EER: white box {_fmt(rr.get('white'))} %"
+        + (f", {bb} {_fmt(rr.get(bb))} %" if bb else "")
+        + f". PGD at {_fmt(snap.get('pgd_snr_db'), 1)} dB, today's SNR(adv).",
+        "",
+        "| point | CPU s per audio s | rec-adv, white box | "
+        + (f"rec-adv, {bb} (held out) | " if bb else "")
+        + "rec-rst | SNR(adv) dB | SNR(rst) dB |",
+        "|---|---|---|" + ("---|" if bb else "") + "---|---|---|",
+    ]
+    for name, p in snap["points"].items():
+        lines.append(
+            f"| {name} | {_fmt(p.get('protect_cost'), 3)} | {_fmt(p.get('eer_recadv'))} | "
+            + (f"{_fmt(p.get(f'{bb}_eer_recadv'))} | " if bb else "")
+            + f"{_fmt(p.get('eer_recrst'))} | {_fmt(p.get('snr_adv_db'), 1)} | "
+            f"{_fmt(p.get('snr_rst_db'), 1)} |"
+        )
+    targets = snap.get("targets", {})
+    lines += [
+        "",
+        f"Fast protection (the strongest keyed point at most 0.15 CPU s per audio second: "
+        f"{targets.get('fast_point') or 'none'}):",
+        "",
+        "| figure | value | target | met |",
+        "|---|---|---|---|",
+    ]
+    for name, t in targets.items():
+        if isinstance(t, Mapping):
+            met = "met" if t.get("met") else "NOT met"
+            lines.append(f"| {name} | {_fmt(t.get('value'), 3)} | {t.get('target')} | {met} |")
+    figure = FRONTIER_FIGURES.get(profile, f"../figures/{profile}/frontier.png")
+    lines += ["", f"![{profile}: speed against strength]({figure})"]
+    return lines
+
+
+def frontier_section(fronts: Mapping[str, Mapping[str, Any]]) -> str:
+    """docs/performance.md's generated block: each profile's speed / strength frontier, from its
+    snapshot of ``benchmarks.bench_frontier`` (``docs/results/frontier/<profile>.json``)."""
+    if not fronts:
+        return "No frontier published yet: `python -m benchmarks.bench_frontier --profile default`."
+    parts: list[str] = []
+    for profile in fronts:
+        parts += _frontier_profile(fronts[profile]) + [""]
+    return "\n".join(parts).rstrip()

@@ -35,6 +35,7 @@ from spkadv.report.result_pages import (
     STAGE_TABLES,
     STUDY_TABLES,
     dev_choices,
+    frontier_section,
     headline_table,
     minutes_lines,
     notebook_minutes,
@@ -156,6 +157,33 @@ def load_snapshots(directory: Path | None = None) -> dict[str, dict[str, Any]]:
     return {p: found[p] for p in PUBLISHED if p in found}
 
 
+def load_frontiers(directory: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The published speed / strength frontiers (``docs/results/frontier/<profile>.json``)."""
+    directory = (directory or snapshot_dir()) / "frontier"
+    found = {p.stem: read_json(p) for p in sorted(directory.glob("*.json"))}
+    return {p: found[p] for p in PUBLISHED if p in found}
+
+
+FRONTIER_KEYS = ("profile", "points", "targets", "environment", "utterances", "audio_seconds")
+
+
+def publish_frontier(path: Path) -> str:
+    """Copy a ``benchmarks.bench_frontier`` result into ``docs/results/frontier/<profile>.json``."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as err:
+        raise ResultsError(f"{path}: cannot read a frontier result ({err})") from err
+    missing = [k for k in FRONTIER_KEYS if k not in data]
+    if missing:
+        raise ResultsError(
+            f"{path} lacks {missing}: is it written by `python -m benchmarks.bench_frontier`?"
+        )
+    if data.get("quick"):
+        raise ResultsError(f"{path} is a --quick run: publish a full one")
+    write_text(snapshot_dir() / "frontier" / f"{data['profile']}.json", json_text(data))
+    return str(data["profile"])
+
+
 def fill_blocks(text: str, blocks: Mapping[str, str], where: str) -> str:
     """``text`` with each named generated block replaced; every block must have its markers."""
     missing = set(blocks) - {m.group("name") for m in MARKER.finditer(text)}
@@ -174,6 +202,7 @@ def fill_blocks(text: str, blocks: Mapping[str, str], where: str) -> str:
 def pages(root: Path, snaps: Mapping[str, Mapping[str, Any]], ci: Mapping[str, Any] | None):
     """{path: new text} of every generated page under ``root``."""
     readme, nb_readme = root / "README.md", root / "notebooks" / "README.md"
+    performance = root / "docs" / "performance.md"
     return {
         root / "docs" / "results.md": results_page(snaps),
         readme: fill_blocks(
@@ -189,6 +218,11 @@ def pages(root: Path, snaps: Mapping[str, Mapping[str, Any]], ci: Mapping[str, A
             nb_readme.read_text(encoding="utf-8"),
             {"notebook-minutes": notebook_minutes(snaps)},
             "notebooks/README.md",
+        ),
+        performance: fill_blocks(
+            performance.read_text(encoding="utf-8"),
+            {"frontier": frontier_section(load_frontiers(root / "docs" / "results"))},
+            "docs/performance.md",
         ),
     }
 
@@ -253,6 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--render-only", action="store_true", help="do not snapshot; render the pages"
     )
+    parser.add_argument(
+        "--frontier",
+        type=Path,
+        action="append",
+        help="a runs/bench/frontier-<profile>.json to publish (docs/performance.md)",
+    )
     parser.add_argument("--check", action="store_true", help="fail when a committed page is stale")
     args = parser.parse_args(argv)
     if args.check:
@@ -263,7 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 1 if stale else 0
-    if not args.render_only:
+    for path in args.frontier or []:  # a frontier alone: the run snapshots stay as they are
+        try:
+            print(f"published the {publish_frontier(path)} frontier", flush=True)
+        except ResultsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    if not args.render_only and not args.frontier:
         profiles = args.profile or [p for p in PUBLISHED if p != "smoke"]
         publish(profiles, args.runs, args.checkout, args.note)
     if args.ci_timing:

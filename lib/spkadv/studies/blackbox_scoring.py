@@ -106,7 +106,18 @@ def setting_line(row: dict[str, Any]) -> str:
     )  # fmt: skip
     if "surrogate_recadv" in row:
         text += f"; surrogate rec-adv {row['surrogate_recadv']:.2f} % (rec {row['surrogate_recrec']:.2f}), cos {row['surrogate_cos_adv']:.3f} (gn {row['surrogate_cos_gn']:.3f})"  # fmt: skip
-    return text
+    return text + _more_sides(row)
+
+
+def _more_sides(row: dict[str, Any]) -> str:
+    """The scores of the scorer's further sides (``BLACKBOX_MORE_ENCODERS``), one clause each."""
+    sides = [k.removesuffix("_recadv") for k in row if k.endswith("_recadv")]
+    more = [s for s in sides if s not in ("white", "black", "surrogate")]
+    return "".join(
+        f"; {s} rec-adv {row[f'{s}_recadv']:.2f} % (gn {row[f'{s}_recgn']:.2f}, rec {row[f'{s}_recrec']:.2f}), "
+        f"cos {row[f'{s}_cos_adv']:.4f} (gn {row[f'{s}_cos_gn']:.4f})"
+        for s in more
+    )  # fmt: skip
 
 
 def noise_probe(
@@ -185,7 +196,7 @@ def pgd_line(row: dict[str, Any], minutes: float) -> str:
         f"{row['attack']} ({row['attacked']}, {row['steps']} steps, {row['snr_adv_db']:.1f} dB{', an oracle' if row['oracle'] else ''}; {minutes:.1f} min incl. cache): "
         f"white rec-adv {row['white_recadv']:.2f} % (gn {row['white_recgn']:.2f}), cos {row['white_cos_adv']:.3f}; "
         f"black rec-adv {row['black_recadv']:.2f} % (gn {row['black_recgn']:.2f}, rec {row['black_recrec']:.2f}), cos {row['black_cos_adv']:.4f} (gn {row['black_cos_gn']:.4f})"
-    )  # fmt: skip
+    ) + _more_sides(row)  # fmt: skip
 
 
 def bands_figure(
