@@ -119,3 +119,27 @@ def test_conclusion_without_probes_or_pgd_is_still_written() -> None:
         "GE2E",
     )
     assert "More code steps" in text and "PGD" not in text and "hypothesis" not in text
+
+
+def test_a_named_encoder_in_the_codes_loss_is_read_against_its_plain_setting() -> None:
+    settings = {
+        "10 steps": {"code_steps": 10},
+        "10 steps + vfl": {
+            "code_steps": 10,
+            "code_surrogates": [{"encoder": "vfl", "weight": 2.0}],
+        },
+    }
+    table = _table().iloc[:2].assign(variant=list(settings))
+    table = table.assign(vfl_recrec=2.0, vfl_recadv=[5.7, 12.0], vfl_recgn=3.8,
+                         vfl_cos_adv=[0.79, 0.60], vfl_cos_gn=0.87)  # fmt: skip
+    table.loc[1, ["black_cos_adv", "black_recadv"]] = [0.95, 6.5]
+    share = np.full(40, 1 / 40)
+    text = findings.conclusion(table, settings, pd.DataFrame(), pd.DataFrame(), {}, share, "CAM++", "GE2E")  # fmt: skip
+    assert "*A second white box by name* (`10 steps + vfl` against `10 steps`)" in text
+    assert "vfl (w 2) in the code's loss moved its own cos(x, x′) by −0.190" in text or (
+        "vfl (w 2) in the code's loss moved its own cos(x, x′) by -0.190" in text
+    )
+    assert "(rec-adv 5.70 → 12.00 %)" in text and "some of it reaches the black box" in text
+    table.loc[1, ["black_cos_adv", "black_recadv"]] = [0.9912, 2.0]
+    text = findings.conclusion(table, settings, pd.DataFrame(), pd.DataFrame(), {}, share, "CAM++", "GE2E")  # fmt: skip
+    assert "that does not reach the black box (hypothesis lost)" in text

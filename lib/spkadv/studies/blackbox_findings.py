@@ -43,7 +43,18 @@ def _kind(settings: dict[str, Any]) -> str:
     for key, kind in (("code_shift", "shift"), ("surrogate_weight", "surrogate"), ("lowpass_hz", "lowpass")):  # fmt: skip
         if settings.get(key):
             return kind
+    if _named(settings):
+        return "named"
     return "plain"
+
+
+def _named(settings: dict[str, Any]) -> list[tuple[str, float]]:
+    """(encoder, weight) of the named encoders a setting puts into the code's loss."""
+    return [
+        (str(item["encoder"]), float(item.get("weight", 1.0)))
+        for item in settings.get("code_surrogates") or []
+        if isinstance(item, dict) and "encoder" in item
+    ]
 
 
 def _reference(name: str, settings: dict[str, dict[str, Any]]) -> str | None:
@@ -119,6 +130,22 @@ def _settings_lines(table: pd.DataFrame, settings: dict[str, dict[str, Any]], wh
                 f"*A second white box*: the surrogate in the code's loss (w {s['surrogate_weight']:g}, `{name}`) moved the surrogate's cos(x, x′) "
                 f"by {signed(ds, 3)} (rec-adv {q['surrogate_recadv']:.2f} → {r['surrogate_recadv']:.2f} %) and {moved}: the code {attacked}, "
                 + ("and some of it reaches the black box" if helped else "and that does not reach the black box (hypothesis lost)")
+            )  # fmt: skip
+        elif kind == "named":
+            parts = []
+            for enc, weight in _named(s):
+                if f"{enc}_cos_adv" in rows:
+                    de_enc = r[f"{enc}_cos_adv"] - q[f"{enc}_cos_adv"]
+                    parts.append(
+                        f"{enc} (w {weight:g}) in the code's loss moved its own cos(x, x′) by {signed(de_enc, 3)} "
+                        f"(rec-adv {q[f'{enc}_recadv']:.2f} → {r[f'{enc}_recadv']:.2f} %)"
+                    )  # fmt: skip
+                else:
+                    parts.append(f"{enc} (w {weight:g}) in the code's loss")
+            lines.append(
+                f"*A second white box by name* (`{name}` against `{ref}`): {'; '.join(parts)}; it moved {moved}; "
+                f"{black} rec-adv {r['black_recadv']:.2f} % against rec-rec {r['black_recrec']:.2f} % and noise {r['black_recgn']:.2f} %: "
+                + ("some of it reaches the black box" if helped else "that does not reach the black box (hypothesis lost)")
             )  # fmt: skip
     if "surrogate_recrec" in rows:
         first = plain[-1][1] if plain else rows.index[0]  # the plain setting with the most steps
