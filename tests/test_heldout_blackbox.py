@@ -60,3 +60,14 @@ def test_no_profile_trains_or_protects_against_its_black_box(profile):
     assert white not in black, f"{profile}: the white box {white!r} is also the black box"
     surrogates = values.get("CODE_SURROGATES") or {}
     assert not (set(surrogates) & black), f"{profile}: the code's surrogates name the black box"
+    # the black-box study: no setting puts the black box into the code's loss, and no further
+    # encoder scored (and attackable by PGD as a non-oracle) is the black box under another name
+    for name, setting in (values.get("BLACKBOX_VARIANTS") or {}).items():
+        named = {
+            str(i.get("encoder")) for i in setting.get("code_surrogates") or [] if "encoder" in i
+        }
+        assert not (named & black), (
+            f"{profile}: BLACKBOX_VARIANTS[{name!r}] optimises against the black box"
+        )
+    more = set(values.get("BLACKBOX_MORE_ENCODERS") or [])
+    assert not (more & black), f"{profile}: BLACKBOX_MORE_ENCODERS names the black box"
