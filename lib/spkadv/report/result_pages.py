@@ -34,6 +34,7 @@ STUDY_TABLES = {
     "92_transfer": (),
     "93_blackbox": ("blackbox.md",),
     "94_protect_settings": ("settings.md",),
+    "95_code_predictor": ("frontier.md",),
     "96_training_settings": ("arms.md",),
 }
 # One figure per stage for the console line and the minutes table: (metrics key, label, unit).
