@@ -139,7 +139,22 @@ def test_a_named_encoder_in_the_codes_loss_is_read_against_its_plain_setting() -
     assert "vfl (w 2) in the code's loss moved its own cos(x, x′) by −0.190" in text or (
         "vfl (w 2) in the code's loss moved its own cos(x, x′) by -0.190" in text
     )
-    assert "(rec-adv 5.70 → 12.00 %)" in text and "some of it reaches the black box" in text
-    table.loc[1, ["black_cos_adv", "black_recadv"]] = [0.9912, 2.0]
+    assert "(rec-adv 5.70 → 12.00 %)" in text and "the black box gains 3.58 points" in text
+    table.loc[1, ["black_cos_adv", "black_recadv"]] = [0.9850, 3.5]  # +0.58 points
     text = findings.conclusion(table, settings, pd.DataFrame(), pd.DataFrame(), {}, share, "CAM++", "GE2E")  # fmt: skip
-    assert "that does not reach the black box (hypothesis lost)" in text
+    assert "a gain under 1 point on the black box (hypothesis lost)" in text
+
+
+def test_the_transfer_verdict_names_the_attacks_that_carried_over() -> None:
+    share = np.full(40, 1 / 40)
+    pgd = _pgd()
+    vfl = pgd.iloc[0].to_dict() | {"attack": "PGD vfl", "attacked": "vfl", "black_recadv": 4.8}
+    table = pd.concat([pgd, pd.DataFrame([vfl])], ignore_index=True)
+    text = findings.conclusion(_table().iloc[:2], dict(list(SETTINGS.items())[:2]), pd.DataFrame(), table, {}, share, "CAM++", "GE2E")  # fmt: skip
+    assert "**PGD vfl carries over to GE2E at this power (at most 1.52× rec-rec)" in text
+    assert "none that attacks the white box alone does" in text and "stronger generator" not in text
+    table.loc[0, "black_recadv"] = 5.0  # now PGD on CAM++ too
+    text = findings.conclusion(_table().iloc[:2], dict(list(SETTINGS.items())[:2]), pd.DataFrame(), table, {}, share, "CAM++", "GE2E")  # fmt: skip
+    assert (
+        "PGD CAM++ and PGD vfl carry over" in text and "a stronger generator could reach it" in text
+    )
