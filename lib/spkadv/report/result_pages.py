@@ -277,7 +277,7 @@ def _frontier_profile(snap: Mapping[str, Any]) -> list[str]:
         + "rec-rst | SNR(adv) dB | SNR(rst) dB |",
         "|---|---|---|" + ("---|" if bb else "") + "---|---|---|",
     ]
-    for name, p in snap["points"].items():
+    for name, p in _frontier_order(snap):
         lines.append(
             f"| {name} | {_fmt(p.get('protect_cost'), 3)} | {_fmt(p.get('eer_recadv'))} | "
             + (f"{_fmt(p.get(f'{bb}_eer_recadv'))} | " if bb else "")
@@ -293,13 +293,27 @@ def _frontier_profile(snap: Mapping[str, Any]) -> list[str]:
         "| figure | value | target | met |",
         "|---|---|---|---|",
     ]
-    for name, t in targets.items():
+    order = ["protect_rtf_fast", "eer_rise_fraction_fast", "eer_recrst_diff_points_fast"]
+    for name, t in sorted(targets.items(), key=lambda kv: (order + [kv[0]]).index(kv[0])):
         if isinstance(t, Mapping):
             met = "met" if t.get("met") else "NOT met"
             lines.append(f"| {name} | {_fmt(t.get('value'), 3)} | {t.get('target')} | {met} |")
     figure = FRONTIER_FIGURES.get(profile, f"../figures/{profile}/frontier.png")
     lines += ["", f"![{profile}: speed against strength]({figure})"]
     return lines
+
+
+def _frontier_order(snap: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Today's protection first, then the predicted code by k, then PGD by n (snapshots are
+    written with sorted keys, so the order is rebuilt here)."""
+    kind = {"zero": 1, "predicted": 2, "mean": 3, "pgd": 4}
+
+    def key(item: tuple[str, Mapping[str, Any]]) -> tuple[int, int, str]:
+        name, p = item
+        first = 0 if name == snap.get("current") else kind.get(str(p.get("start")), 5)
+        return first, int(p.get("steps") or 0), name
+
+    return sorted(snap["points"].items(), key=key)
 
 
 def frontier_section(fronts: Mapping[str, Mapping[str, Any]]) -> str:
