@@ -10,7 +10,7 @@ today's SNR is the keyless reference. Each point: white-box and held-out black-b
 ``BLACKBOX_ENCODER``) rec-adv EER, rec-rst EER, SNR(adv), SNR(rst) and the protect CPU seconds
 per audio second. Writes ``runs/bench/frontier-<profile>.json`` (points and the fast-protection
 targets as value / target / met, :func:`spkadv.studies.amortised.speed_targets`), ``.csv`` and
-the figure ``figures/[<profile>/]frontier.png``.
+the figure ``figures/frontier[_<profile>].png``.
 
     python -m benchmarks.bench_frontier --profile default         # about 25 CPU minutes
     python -m benchmarks.bench_frontier --profile speechocean762  # needs $SPKADV_SPEECHOCEAN762
@@ -170,7 +170,9 @@ def run(
         figure = [out_dir / f"{stem}.png"]
         fig.savefig(figure[0], dpi=120, bbox_inches="tight")
     else:
-        figure = plotting.save_figure(fig, "frontier", None if profile == "default" else profile)
+        # committed beside the default profile's figures (figures/<profile>/ is not committed)
+        name = "frontier" if profile == "default" else f"frontier_{profile}"
+        figure = plotting.save_figure(fig, name, None)
     k0 = f"predicted, {min(refine)} steps"
     environment["load_average_at_end"] = list(os.getloadavg())
     out: dict[str, Any] = {

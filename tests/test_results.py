@@ -204,6 +204,8 @@ def _frontier(profile: str = "default") -> dict:
     pgd = point | {"start": "pgd", "eer_recrst": None, "snr_rst_db": None}
     return {
         "profile": profile, "quick": False, "environment": {"commit": "abc1234", "cpu": "CPU X"},
+        "model": f"/tmp/somewhere/{profile}/20_joint_training/model.pt",
+        "figure": f"/home/me/project/figures/{profile}/frontier.png",
         "utterances": 80, "speakers": 40, "audio_seconds": 270.0, "trials": 2000, "target_trials": 80,
         "blackbox": "ge2e", "eer_recrec": {"white": 2.5, "ge2e": 2.0}, "pgd_snr_db": 31.4,
         "points": {"today: zero code, 10 steps": point | {"protect_cost": 1.2, "eer_recadv": 12.5},
@@ -219,12 +221,15 @@ def test_a_published_frontier_is_rendered_into_the_performance_page(tmp_path, mo
     write_json(tmp_path / "f.json", _frontier("speechocean762"))
     assert results.publish_frontier(tmp_path / "f.json") == "speechocean762"
     fronts = results.load_frontiers(tmp_path / "published")
+    snap = fronts["speechocean762"]
+    assert snap["model"] == "runs/speechocean762/20_joint_training/model.pt"
+    assert snap["figure"] == "figures/speechocean762/frontier.png"
     text = result_pages.frontier_section(fronts)
     assert "### speechocean762" in text and "commit abc1234" in text
     assert "| predicted, 0 steps | 0.030 | 8.00 | 3.00 | 2.00 | 31.4 | 59.0 |" in text
     assert "| PGD, 1 steps | 0.030 | 8.00 | 3.00 | n/a | 31.4 | n/a |" in text
     assert "| eer_rise_fraction_fast | 0.550 | >= 0.9 | NOT met |" in text
-    assert "../figures/speechocean762/frontier.png" in text
+    assert "../figures/frontier_speechocean762.png" in text
     assert "No frontier published" in result_pages.frontier_section({})
     write_json(tmp_path / "q.json", _frontier() | {"quick": True})
     with pytest.raises(results.ResultsError, match="--quick"):

@@ -249,9 +249,8 @@ def results_page(snaps: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(parts) + "\n"
 
 
-FRONTIER_FIGURES = {
-    "default": "../figures/frontier.png"
-}  # others: ../figures/<profile>/frontier.png
+# the frontier's figure per profile (others: ../figures/frontier_<profile>.png)
+FRONTIER_FIGURES = {"default": "../figures/frontier.png"}
 
 
 def _frontier_profile(snap: Mapping[str, Any]) -> list[str]:
@@ -298,7 +297,7 @@ def _frontier_profile(snap: Mapping[str, Any]) -> list[str]:
         if isinstance(t, Mapping):
             met = "met" if t.get("met") else "NOT met"
             lines.append(f"| {name} | {_fmt(t.get('value'), 3)} | {t.get('target')} | {met} |")
-    figure = FRONTIER_FIGURES.get(profile, f"../figures/{profile}/frontier.png")
+    figure = FRONTIER_FIGURES.get(profile, f"../figures/frontier_{profile}.png")
     lines += ["", f"![{profile}: speed against strength]({figure})"]
     return lines
 

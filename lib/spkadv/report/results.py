@@ -167,6 +167,20 @@ def load_frontiers(directory: Path | None = None) -> dict[str, dict[str, Any]]:
 FRONTIER_KEYS = ("profile", "points", "targets", "environment", "utterances", "audio_seconds")
 
 
+def _project_paths(data: Mapping[str, Any]) -> dict[str, str]:
+    """The result's file paths as the project names them (``runs/<profile>/...``,
+    ``figures/...``), not as they lay on the machine that measured."""
+    out = {}
+    profile = str(data["profile"])
+    for key, anchor, prefix in (("model", f"/{profile}/", "runs"), ("predictor", f"/{profile}/", "runs"),
+                                ("figure", "/figures/", "")):  # fmt: skip
+        value = str(data.get(key) or "")
+        if value.startswith("/") and anchor in value:
+            rest = value[value.index(anchor) + 1 :]
+            out[key] = f"{prefix}/{rest}" if prefix else rest
+    return out
+
+
 def publish_frontier(path: Path) -> str:
     """Copy a ``benchmarks.bench_frontier`` result into ``docs/results/frontier/<profile>.json``."""
     try:
@@ -180,6 +194,7 @@ def publish_frontier(path: Path) -> str:
         )
     if data.get("quick"):
         raise ResultsError(f"{path} is a --quick run: publish a full one")
+    data = {**data, **_project_paths(data)}
     write_text(snapshot_dir() / "frontier" / f"{data['profile']}.json", json_text(data))
     return str(data["profile"])
 
