@@ -5,15 +5,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= default
 STAMP := $(VENV)/.installed
-# pip over a flaky network: each install is retried whole (wheels already downloaded stay in pip's
-# cache), and pip itself retries connections and resumes interrupted downloads (pip >= 25.1)
-PIP_TRIES ?= 4
+# pip over a flaky network: each install is retried whole, after 30 s, 1, 2, 4 min (an outage of
+# the package host can last minutes), and pip itself retries connections and resumes interrupted
+# downloads (pip >= 25.1)
+PIP_TRIES ?= 5
 PIP_NET := --retries 10 --timeout 60
 define pip_install
 for try in $$(seq 1 $(PIP_TRIES)); do \
   $(PY) -m pip install --quiet $(PIP_NET) $(1) && break; \
   if [ $$try = $(PIP_TRIES) ]; then echo 'error: pip install $(1) failed $(PIP_TRIES) times; check the network and rerun make setup (downloaded wheels stay in the pip cache)' >&2; exit 1; fi; \
-  echo "pip install failed (try $$try of $(PIP_TRIES)); retrying in 20 s" >&2; sleep 20; \
+  wait=$$((30 * 2 ** (try - 1))); echo "pip install failed (try $$try of $(PIP_TRIES)); retrying in $$wait s" >&2; sleep $$wait; \
 done
 endef
 DEBIAN_PACKAGES := flite ffmpeg espeak-ng chromium chromium-driver
