@@ -14,7 +14,7 @@ define pip_install
 for try in $$(seq 1 $(PIP_TRIES)); do \
   $(PY) -m pip install --quiet $(PIP_NET) $(1) && break; \
   if [ $$try = $(PIP_TRIES) ]; then echo 'error: pip install $(1) failed $(PIP_TRIES) times; check the network and rerun make setup (downloaded wheels stay in the pip cache)' >&2; exit 1; fi; \
-  wait=$$((30 * 2 ** (try - 1))); echo "pip install failed (try $$try of $(PIP_TRIES)); retrying in $$wait s" >&2; sleep $$wait; \
+  wait=$$((30 << (try - 1))); echo "pip install failed (try $$try of $(PIP_TRIES)); retrying in $$wait s" >&2; sleep $$wait; \
 done
 endef
 DEBIAN_PACKAGES := flite ffmpeg espeak-ng chromium chromium-driver
