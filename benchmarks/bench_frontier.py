@@ -9,7 +9,7 @@ zero code and the model's ``code_steps`` steps). Per-utterance PGD on the white 
 today's SNR is the keyless reference. Each point: white-box and held-out black-box (the profile's
 ``BLACKBOX_ENCODER``) rec-adv EER, rec-rst EER, SNR(adv), SNR(rst) and the protect CPU seconds
 per audio second. Writes ``runs/bench/frontier-<profile>.json`` (points and the fast-protection
-targets as value / target / met, :func:`spkadv.studies.amortised.speed_targets`), ``.csv`` and
+targets as value / target / met, :func:`spkadv.studies.frontier.speed_targets`), ``.csv`` and
 the figure ``figures/frontier[_<profile>].png``.
 
     python -m benchmarks.bench_frontier --profile default         # about 25 CPU minutes
@@ -65,7 +65,7 @@ def run(
     from spkadv.encoders import speaker
     from spkadv.evaluation import conditions, plotting
     from spkadv.report import runinfo
-    from spkadv.studies import amortised, settings, study
+    from spkadv.studies import amortised, frontier, settings, study
 
     predictor = common.require("spkadv.core.predictor", "the amortised code")
     environment = {
@@ -152,16 +152,16 @@ def run(
     snr = round(float(points[current]["snr_adv_db"]), 1)
     for n in pgd_n:
         name = f"PGD, {n} steps"
-        points[name] = amortised.pgd_point(
+        points[name] = frontier.pgd_point(
             white, evalset, trials, rec, snr, n, blackbox=blackbox, progress=progress
         )
         report(name, points[name])
     table = pd.DataFrame.from_dict(points, orient="index")
-    targets = amortised.speed_targets(table, current, recrec["white"])
+    targets = frontier.speed_targets(table, current, recrec["white"])
     out_dir = common.results_dir()
     stem = f"frontier-{profile}" + ("-quick" if quick else "")  # a quick run keeps the real files
     table.reset_index(names="point").to_csv(out_dir / f"{stem}.csv", index=False)
-    fig = amortised.speed_figure(
+    fig = frontier.speed_figure(
         table, current, recrec, bb_name or None,
         f"{profile}: protection speed and strength, eval speakers "
         f"({len(evalset.waves)} utterances, {audio / 60:.1f} min)",

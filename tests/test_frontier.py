@@ -13,7 +13,7 @@ import pytest
 from spkadv.audio.io import save_audio
 from spkadv.data.manifest import MANIFEST_COLUMNS
 from spkadv.encoders.random_conv import RandomConvEncoder
-from spkadv.studies import amortised, settings, study
+from spkadv.studies import amortised, frontier, settings, study
 
 from tests.test_predictor import _model, _predictor
 
@@ -65,7 +65,7 @@ def test_pgd_is_a_keyless_point_within_its_budget(small_set):
     white = model.encoder()
     rec = dict(zip(evalset.utt_ids, study.embed(white, evalset.waves), strict=True))
     before = white.backwards
-    row = amortised.pgd_point(white, evalset, trials, rec, snr_db=25.0, steps=2)
+    row = frontier.pgd_point(white, evalset, trials, rec, snr_db=25.0, steps=2)
     assert white.backwards - before >= len(evalset.waves)  # PGD ran on the white box
     assert row["start"] == "pgd" and row["steps"] == 2 and row["protect_cost"] > 0
     assert row["snr_adv_db"] >= 25.0 - 0.05
@@ -89,7 +89,7 @@ def test_the_fast_targets_are_read_at_the_strongest_keyed_point_under_the_cost()
             "pgd": ("pgd", 1, 0.05, 40.0, float("nan"), float("nan")),  # no key: never counted
         }
     )
-    t = amortised.speed_targets(table, "today", recrec)
+    t = frontier.speed_targets(table, "today", recrec)
     assert t["fast_point"] == "k1"
     assert t["eer_rise_fraction_fast"]["value"] == pytest.approx(0.95)
     assert t["eer_rise_fraction_fast"]["met"] and t["protect_rtf_fast"]["met"]
@@ -97,11 +97,11 @@ def test_the_fast_targets_are_read_at_the_strongest_keyed_point_under_the_cost()
     assert t["eer_recrst_diff_points_fast"]["met"] and t["snr_rst_db_fast"]["met"]
     # restoration drifting or a weaker fast point: not met
     table.loc["k1", ["eer_recrst", "eer_recadv"]] = [3.0, 10.0]
-    t = amortised.speed_targets(table, "today", recrec)
+    t = frontier.speed_targets(table, "today", recrec)
     assert not t["eer_recrst_diff_points_fast"]["met"] and not t["eer_rise_fraction_fast"]["met"]
     # nothing keyed under the cost
     slow = table.drop(index=["k0", "k1"])
-    t = amortised.speed_targets(slow, "today", recrec)
+    t = frontier.speed_targets(slow, "today", recrec)
     assert t["fast_point"] is None and not t["protect_rtf_fast"]["met"]
     assert math.isnan(t["eer_rise_fraction_fast"]["value"])
     assert not t["eer_rise_fraction_fast"]["met"]
@@ -115,10 +115,10 @@ def test_the_frontier_figure_has_a_panel_per_measure():
             "pgd": ("pgd", 1, 0.05, 40.0, float("nan"), float("nan")),
         }
     ).assign(ge2e_eer_recadv=[4.0, 3.0, 3.5])
-    fig = amortised.speed_figure(table, "today", {"white": 2.0, "ge2e": 2.5}, "ge2e", "t")
+    fig = frontier.speed_figure(table, "today", {"white": 2.0, "ge2e": 2.5}, "ge2e", "t")
     labels = [ax.get_ylabel() for ax in fig.axes]
     assert len(labels) == 3 and "ge2e" in labels[1] and "SNR(rst)" in labels[2]
-    fig = amortised.speed_figure(table, "today", {"white": 2.0}, None, "t")
+    fig = frontier.speed_figure(table, "today", {"white": 2.0}, None, "t")
     assert len(fig.axes) == 2
 
 
