@@ -7,33 +7,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from spkadv.audio.io import save_audio
-from spkadv.data.manifest import MANIFEST_COLUMNS
 from spkadv.encoders.random_conv import RandomConvEncoder
 from spkadv.studies import amortised, frontier, settings, study
 
 from tests.test_predictor import _model, _predictor
+from tests.test_studies_settings import tone_rows
 
 
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory):
     """2 speakers per gender x 2 utterances of 0.6 s, with Table-1-style trials."""
-    root = tmp_path_factory.mktemp("frontier")
-    rng = np.random.default_rng(0)
-    rows = []
-    for g in "MF":
-        for s in range(2):
-            for k in range(2):
-                t = np.arange(9600) / 16000
-                f0 = 120 + 60 * s + (80 if g == "F" else 0)
-                x = 0.2 * np.sin(2 * np.pi * f0 * t) + 0.01 * rng.standard_normal(len(t))
-                path = root / f"{g}{s}_{k}.wav"
-                save_audio(path, x.astype(np.float32))
-                rows.append((f"{g}{s}_{k}", f"{g}{s}", g, "eval", "synthetic", str(path), 0.6, "A"))
-    rows = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    rows = tone_rows(tmp_path_factory.mktemp("frontier"), subset="eval", samples=9600)
     return settings.dev_set(rows, 2, 0.6, nontargets=30, seed=0)
 
 

@@ -154,19 +154,24 @@ def test_the_current_setting_is_found_in_the_grid_or_added():
         settings.with_current({"current": {"code_steps": 5}}, current)
 
 
-def test_measure_scores_a_variant_on_dev_trials_and_leaves_the_model_as_it_was(tmp_path: Path):
+def tone_rows(folder: Path, subset: str = "dev", samples: int = 12800) -> pd.DataFrame:
+    """Manifest rows of 2 speakers per gender x 2 tones each (``samples`` long), written to ``folder``."""
     rng = np.random.default_rng(0)
     rows = []
     for g in "MF":
         for s in range(2):
             for k in range(2):
-                t = np.arange(12800) / 16000
+                t = np.arange(samples) / 16000
                 f0 = 120 + 60 * s + (80 if g == "F" else 0)
                 x = 0.2 * np.sin(2 * np.pi * f0 * t) + 0.01 * rng.standard_normal(len(t))
-                path = tmp_path / f"{g}{s}_{k}.wav"
+                path = folder / f"{g}{s}_{k}.wav"
                 save_audio(path, x.astype(np.float32))
-                rows.append((f"{g}{s}_{k}", f"{g}{s}", g, "dev", "synthetic", str(path), 0.8, "A"))
-    rows = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+                rows.append((f"{g}{s}_{k}", f"{g}{s}", g, subset, "synthetic", str(path), samples / 16000, "A"))  # fmt: skip
+    return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+
+
+def test_measure_scores_a_variant_on_dev_trials_and_leaves_the_model_as_it_was(tmp_path: Path):
+    rows = tone_rows(tmp_path)
     evalset, trials = settings.dev_set(rows, 2, 0.6, nontargets=30, seed=0)
     assert len(evalset.waves) == 8 and all(len(w) == 9600 for w in evalset.waves)
     assert trials["target"].sum() == 8 and set(trials["gender"]) == {"M", "F"}

@@ -129,11 +129,8 @@ def test_ensemble_cosine_is_the_weighted_mean_of_the_members_cosines() -> None:
         surrogate.EnsembleEncoder([a, b], [1.0, 0.0])
 
 
-def test_protection_code_optimises_against_the_surrogates_in_the_meta(tmp_path: Path) -> None:
-    waves, speakers = _corpus(2)
-    model_s, _ = surrogate.train_surrogate(waves, speakers, dataclasses.replace(TINY, steps=5))
-    path = tmp_path / "s.pt"
-    surrogate.save_surrogate(model_s, TINY, path)
+def _code_model() -> tuple[modelfile.ProtectionModel, np.ndarray, np.ndarray]:
+    """A tiny per-utterance-code model with the random white box, a voice, and its plain code."""
     cfg = SSEDConfig(width=4, stages=2, res_blocks=1, code_film=True)
     torch.manual_seed(0)
     model = modelfile.ProtectionModel(
@@ -141,7 +138,15 @@ def test_protection_code_optimises_against_the_surrogates_in_the_meta(tmp_path: 
     )
     model.meta.update(code_steps=3, code_radius=2.0)
     x = _voice(150.0, 1.5, 7)
-    plain = protect.protection_code(model, x)
+    return model, x, protect.protection_code(model, x)
+
+
+def test_protection_code_optimises_against_the_surrogates_in_the_meta(tmp_path: Path) -> None:
+    waves, speakers = _corpus(2)
+    model_s, _ = surrogate.train_surrogate(waves, speakers, dataclasses.replace(TINY, steps=5))
+    path = tmp_path / "s.pt"
+    surrogate.save_surrogate(model_s, TINY, path)
+    model, x, plain = _code_model()
     assert model.code_encoder() is model.encoder()
     model.meta["code_surrogates"] = [{"path": str(path), "weight": 1.0}]
     ens = model.code_encoder()
@@ -158,14 +163,7 @@ def test_protection_code_optimises_against_the_surrogates_in_the_meta(tmp_path: 
 
 
 def test_a_named_encoder_joins_the_white_box_in_the_codes_loss() -> None:
-    cfg = SSEDConfig(width=4, stages=2, res_blocks=1, code_film=True)
-    torch.manual_seed(0)
-    model = modelfile.ProtectionModel(
-        SSEDGenerator(cfg).eval(), RemovalModule(cfg).eval(), 0.1, "t", cfg, {}, RandomConvEncoder()
-    )
-    model.meta.update(code_steps=3, code_radius=2.0)
-    x = _voice(150.0, 1.5, 7)
-    plain = protect.protection_code(model, x)
+    model, x, plain = _code_model()
     model.meta["code_surrogates"] = [{"encoder": "random-conv", "weight": 2.0}]
     ens = model.code_encoder()
     assert isinstance(ens, surrogate.EnsembleEncoder) and len(ens.encoders) == 2
